@@ -1,0 +1,138 @@
+"""The method plugin contract.
+
+A method owns only its mathematics: a `Config` dataclass (its defaults are the single source of truth), how its
+model is built on a shared backbone, a per-example loss, a sampler that reports its number of network evaluations
+(NFE), and optionally an MCMC chain. The runner owns everything else (seeds, optimiser, EMA, budget, checkpoints,
+devices, timing); metrics see samples and chains, never the method.
+
+Conventions
+- Data are in *model space*: images scaled to [-1, 1] with shape (C, H, W); vectors as (d,).
+- All randomness comes from the `torch.Generator` passed in (on the model's device): never the global RNG.
+- `loss` returns one value per example, shape [B]; the runner reduces.
+- Sampling never accumulates parameter gradients: take gradients with respect to samples only
+  (`torch.autograd.grad(..., inputs=x)`), inside `torch.enable_grad()` where needed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from harness.backbones import BackboneFactory
+    from harness.datasets import DataSpec
+
+
+@dataclass
+class SampleResult:
+    """Samples in model space, shape [n, *spec.shape], and the network evaluations each sample cost."""
+
+    samples: Tensor
+    nfe: int
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class Chain(ABC):
+    """An MCMC chain over C parallel states: ``state = init(C, g); state = step(state, g); x = readout(state)``.
+
+    `stationary` is True when the transition leaves a fixed distribution invariant (walk-jump's walk, long-run
+    Langevin at T = 1): mixing diagnostics apply only to those. `nfe_per_step` counts network evaluations per
+    chain per step. `readout` maps a state to model space, shape [C, *spec.shape].
+    """
+
+    stationary: bool = False
+    nfe_per_step: int = 1
+
+    @abstractmethod
+    def init(self, n: int, generator: torch.Generator) -> Any: ...
+
+    @abstractmethod
+    def step(self, state: Any, generator: torch.Generator) -> Any: ...
+
+    @abstractmethod
+    def readout(self, state: Any) -> Tensor: ...
+
+    def describe(self) -> dict[str, Any]:
+        """What the chain is, for the run record (e.g. whether readout applies a final denoising step)."""
+        return {"stationary": self.stationary, "nfe_per_step": self.nfe_per_step}
+
+
+@dataclass
+class MethodConfig:
+    """Base of every method's Config: fields shared by all methods."""
+
+    backbone: str = "auto"  # "auto": mlp for vectors, unet for images
+
+
+class Method(ABC):
+    """Base class of a method plugin. Subclasses set `name`, `description` and `Config`."""
+
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+    Config: ClassVar[type[MethodConfig]] = MethodConfig
+
+    def __init__(self, config: MethodConfig, spec: DataSpec):
+        self.config = config
+        self.spec = spec
+
+    @classmethod
+    def make_config(cls, overrides: dict[str, Any] | None = None) -> MethodConfig:
+        """Build this method's Config from overrides; unknown keys are a `ConfigError` naming the valid ones."""
+        from harness.config import build_dataclass
+
+        return build_dataclass(cls.Config, overrides or {}, where=f"methods.{cls.name}")
+
+    def resolved_config(self) -> dict[str, Any]:
+        """Every value the method actually uses (defaults and values derived from the data included)."""
+        return dataclasses.asdict(self.config)
+
+    @abstractmethod
+    def build_model(self, backbone: BackboneFactory) -> nn.Module:
+        """Build the trainable model on the shared backbone (choose a parametrisation, not a private net)."""
+
+    @abstractmethod
+    def loss(self, model: nn.Module, batch: Tensor, generator: torch.Generator) -> Tensor:
+        """Per-example training loss, shape [B], for a batch in model space."""
+
+    @abstractmethod
+    def sample(self, model: nn.Module, n: int, generator: torch.Generator) -> SampleResult:
+        """Draw n samples in model space, reporting the NFE per sample."""
+
+    def chain(self, model: nn.Module) -> Chain | None:
+        """The method's MCMC chain, if it has one."""
+        return None
+
+    # Optional capabilities, used by metrics when present -----------------------------------------------
+
+    def score_fn(self, model: nn.Module) -> tuple[Callable[[Tensor], Tensor], float] | None:
+        """(x -> learned score of the data smoothed at noise level s, s) where the method defines one."""
+        return None
+
+    def log_likelihood(self, model: nn.Module, x: Tensor, generator: torch.Generator) -> Tensor | None:
+        """Per-example log-likelihood in nats (model space), where the method provides one."""
+        return None
+
+
+def randn(shape, generator: torch.Generator, like: Tensor | None = None, dtype=None) -> Tensor:
+    """Standard normal noise from an explicit generator, on the generator's device."""
+    if like is not None:
+        shape, dtype = like.shape, like.dtype
+    return torch.randn(shape, generator=generator, device=generator.device, dtype=dtype or torch.float32)
+
+
+def rand(shape, generator: torch.Generator, like: Tensor | None = None, dtype=None) -> Tensor:
+    """Uniform [0, 1) noise from an explicit generator, on the generator's device."""
+    if like is not None:
+        shape, dtype = like.shape, like.dtype
+    return torch.rand(shape, generator=generator, device=generator.device, dtype=dtype or torch.float32)
+
+
+def expand_as_batch(v: Tensor, x: Tensor) -> Tensor:
+    """Reshape a per-example tensor [B] to broadcast against x [B, ...]."""
+    return v.reshape(v.shape[0], *([1] * (x.dim() - 1)))
