@@ -59,7 +59,8 @@ class PluginInfo:
 
 def _error_summary(exc: BaseException) -> str:
     """`Type: message (at file:line)` of the innermost frame: enough to find the fault, short enough to list."""
-    tb = traceback.extract_tb(exc.__traceback__)
+    frames = traceback.extract_tb(exc.__traceback__)
+    tb = [f for f in frames if not f.filename.startswith("<frozen") and "importlib" not in f.filename]
     where = f" (at {Path(tb[-1].filename).name}:{tb[-1].lineno})" if tb else ""
     return f"{type(exc).__name__}: {exc}{where}"
 
@@ -139,6 +140,18 @@ class PluginHost:
                 return module
 
             self._load(path.stem, str(path), importer)
+
+    def add_plugin(self, module: object, name: str) -> PluginInfo:
+        """Register an already-imported module or object as a plugin (tests and embedding applications)."""
+        self._load(name, "registered directly", lambda: module)
+        self._registries = None
+        return self.infos[name]
+
+    def remove_plugin(self, name: str) -> None:
+        if self.pm.has_plugin(name):
+            self.pm.unregister(name=name)
+        self.infos.pop(name, None)
+        self._registries = None
 
     # queries ---------------------------------------------------------------------------------------------
 

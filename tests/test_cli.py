@@ -1,0 +1,116 @@
+"""The command line through click's CliRunner: happy paths and each bad-input path with its exit code."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from harness.cli import cli
+
+
+@pytest.fixture
+def invoke(host):
+    runner = CliRunner()
+
+    def _invoke(*args):
+        return runner.invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+    return _invoke
+
+
+def test_help_explains_every_command(invoke):
+    out = invoke("--help").output
+    for cmd in ("run", "list", "plugins", "doctor", "leaderboard"):
+        assert cmd in out
+    run_help = invoke("run", "--help").output
+    for opt in ("--set", "--methods", "--datasets", "--seeds", "--device", "--out", "--resume", "--data-root"):
+        assert opt in run_help
+
+
+def test_list_shows_name_description_provider(invoke):
+    out = invoke("list", "methods").output
+    assert "tiny" in out and "[fake]" in out and "dsm" in out and "[plugins.dsm]" in out
+    assert "backbones:" in invoke("list").output
+
+
+def test_plugins_is_json_with_hooks(invoke):
+    data = json.loads(invoke("plugins").output)
+    by_name = {p["name"]: p for p in data}
+    assert by_name["fake"]["hooks"] == ["register_datasets", "register_methods"]
+    assert by_name["plugins.dsm"]["error"] is None
+    assert {"name", "version", "hooks", "error", "source"} <= set(by_name["fake"])
+
+
+def test_run_happy_path_then_leaderboard(invoke, tiny_config, tmp_path):
+    out = tmp_path / "res"
+    r = invoke("run", tiny_config, "--out", out, "--quiet")
+    assert r.exit_code == 0, r.output
+    recs = list(out.glob("runs/*/record.json"))
+    assert len(recs) == 1 and json.loads(recs[0].read_text())["status"] == "ok"
+    r = invoke("run", tiny_config, "--out", out, "--seeds", "0,1", "--set", "train.steps=3")
+    assert r.exit_code == 0 and "2 jobs: 2 ok" in r.output
+    board = invoke("leaderboard", "--results", out).output
+    assert "gauss2" in board and "tiny" in board
+
+
+def test_unknown_method_exits_2_with_suggestion(invoke, tiny_config):
+    r = invoke("run", tiny_config, "--methods", "tinyy")
+    assert r.exit_code == 2
+    assert "unknown method 'tinyy'; did you mean 'tiny'?" in r.output and "available:" in r.output
+
+
+def test_unknown_dataset_and_backbone_option(invoke, tiny_config):
+    r = invoke("run", tiny_config, "--datasets", "gaus2")
+    assert r.exit_code == 2 and "did you mean 'gauss2'" in r.output
+    r = invoke("run", tiny_config, "--set", "backbones.mlp.widht=3")
+    assert r.exit_code == 2 and "widht" in r.output and "did you mean 'width'" in r.output
+
+
+def test_malformed_toml_exits_2_with_line(invoke, tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[suite]\nmethods = [tiny\n")
+    r = invoke("run", bad)
+    assert r.exit_code == 2 and "bad.toml: invalid TOML" in r.output and "line 2" in r.output
+
+
+def test_unknown_config_key_exits_2(invoke, tiny_config):
+    r = invoke("run", tiny_config, "--set", "train.learning_rate=0.1")
+    assert r.exit_code == 2 and "'learning_rate'" in r.output
+    r = invoke("run", tiny_config, "--set", "methods.tiny.sigmaa=0.1")
+    assert r.exit_code == 2 and "did you mean 'sigma'" in r.output
+
+
+def test_missing_config_file_exits_2(invoke, tmp_path):
+    r = invoke("run", tmp_path / "nope.toml")
+    assert r.exit_code == 2 and "not found" in r.output
+
+
+def test_missing_data_exits_2_and_says_where_it_looked(invoke, tiny_config, tmp_path):
+    empty = tmp_path / "empty-root"
+    r = invoke("run", tiny_config, "--datasets", "mnist", "--data-root", empty)
+    assert r.exit_code == 2
+    assert str(empty) in r.output and "--download" in r.output
+
+
+def test_failed_job_exits_1_and_the_others_are_recorded(invoke, tiny_config, tmp_path):
+    r = invoke("run", tiny_config, "--out", tmp_path, "--methods", "tiny,dsm",
+               "--set", "methods.tiny.backbone='unet'", "--set", "methods.dsm.steps=5")
+    assert r.exit_code == 1 and "1 ok" in r.output and "1 failed" in r.output
+    statuses = sorted(json.loads(p.read_text())["status"] for p in tmp_path.glob("runs/*/record.json"))
+    assert statuses == ["failed", "ok"]
+
+
+def test_doctor_reports_versions_data_and_plugins(invoke, tmp_path):
+    out = invoke("doctor", "--data-root", tmp_path).output
+    for word in ("python", "torch", "data root", str(tmp_path), "plugins", "fid weights"):
+        assert word in out
+    rep = json.loads(invoke("doctor", "--json", "--data-root", tmp_path).output)
+    assert rep["datasets"]["gauss2"]["found"] is True
+    assert rep["datasets"]["mnist"]["found"] is False
+
+
+def test_bad_plugins_dir_exits_2(invoke, tmp_path):
+    r = invoke("list", "--plugins-dir", tmp_path / "missing")
+    assert r.exit_code == 2 and "does not exist" in r.output

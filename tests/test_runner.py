@@ -1,0 +1,153 @@
+"""Runner: determinism, resume equivalence, divergence, failure isolation, atomic records, record contents."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+import torch
+
+from harness import records
+from harness.config import load_suite
+from harness.runner import run_job, run_suite
+
+
+def _suite(host, path, *sets):
+    return load_suite(path, list(sets), all_methods=host.registries["methods"].names())
+
+
+def _weights(run_dir):
+    ckpt = torch.load(run_dir / "checkpoint.pt", weights_only=False)
+    return ckpt["step"], ckpt["model"], ckpt["ema"]
+
+
+def _same(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_cpu_runs_are_bit_for_bit_repeatable(host, tiny_config, tmp_path):
+    job = _suite(host, tiny_config).jobs[0]
+    a = run_job(host, job, tmp_path / "a", progress=False)
+    b = run_job(host, job, tmp_path / "b", progress=False)
+    assert a.status == b.status == "ok"
+    sa, ma, ea = _weights(a.run_dir)
+    sb, mb, eb = _weights(b.run_dir)
+    assert sa == sb == 12 and _same(ma, mb) and _same(ea, eb)
+    na = torch.from_numpy(__import__("numpy").load(a.run_dir / "samples.npz")["samples"])
+    nb = torch.from_numpy(__import__("numpy").load(b.run_dir / "samples.npz")["samples"])
+    assert torch.equal(na, nb)
+
+
+def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(host, tiny_config, tmp_path, monkeypatch):
+    job = _suite(host, tiny_config).jobs[0]  # 12 steps, checkpoint every 5
+    ref = run_job(host, job, tmp_path / "ref", progress=False)
+
+    tiny = host.registries["methods"].get("tiny")
+    original = tiny.loss
+    calls = {"n": 0}
+
+    def crashing_loss(self, model, batch, g):
+        calls["n"] += 1
+        if calls["n"] == 8:  # after the step-5 checkpoint, before the end
+            raise KeyboardInterrupt
+        return original(self, model, batch, g)
+
+    monkeypatch.setattr(tiny, "loss", crashing_loss)
+    with pytest.raises(KeyboardInterrupt):
+        run_job(host, job, tmp_path / "res", progress=False)
+    run_dir = tmp_path / "res" / "runs" / job.run_id
+    rec = records.read_record(run_dir / "record.json")
+    assert rec["status"] == "failed" and "interrupted" in rec["error"]["message"]
+    assert _weights(run_dir)[0] == 5
+
+    monkeypatch.setattr(tiny, "loss", original)
+    res = run_job(host, job, tmp_path / "res", resume=True, progress=False)
+    assert res.status == "ok"
+    rec = records.read_record(run_dir / "record.json")
+    assert rec["resumed_from_step"] == 5
+    s1, m1, e1 = _weights(ref.run_dir)
+    s2, m2, e2 = _weights(run_dir)
+    assert s1 == s2 == 12 and _same(m1, m2) and _same(e1, e2)
+    # a finished job is skipped on --resume
+    again = run_job(host, job, tmp_path / "res", resume=True, progress=False)
+    assert again.status == "ok" and "skipped" in again.message
+
+
+def test_nan_loss_marks_the_job_diverged_with_its_step(host, tiny_config, tmp_path):
+    job = _suite(host, tiny_config, "methods.tiny.nan_after=3").jobs[0]
+    out = run_job(host, job, tmp_path, progress=False)
+    rec = records.read_record(out.run_dir / "record.json")
+    assert rec["status"] == "diverged" and rec["error"]["step"] == 3
+    assert "loss is nan" in rec["error"]["message"]
+
+
+def test_a_failing_job_is_recorded_and_the_suite_goes_on(host, tiny_config, tmp_path):
+    # the U-Net cannot take 2-D vectors: tiny fails at build time, dsm still runs
+    suite = _suite(host, tiny_config, "suite.methods=['tiny', 'dsm']", "methods.tiny.backbone='unet'",
+                   "methods.dsm.steps=5")
+    outs = run_suite(host, suite, out=tmp_path, progress=False, log=lambda *a: None)
+    assert [o.status for o in outs] == ["failed", "ok"]
+    rec = records.read_record(outs[0].run_dir / "record.json")
+    assert rec["error"]["type"] and rec["error"]["traceback"]
+
+
+def test_record_has_the_promised_fields(host, tiny_config, tmp_path):
+    job = _suite(host, tiny_config).jobs[0]
+    out = run_job(host, job, tmp_path, progress=False)
+    rec = records.read_record(out.run_dir / "record.json")
+    for key in ("schema_version", "run_id", "method", "dataset", "seed", "config", "status", "metrics",
+                "timings", "params", "versions", "git", "hardware", "started_utc", "ended_utc"):
+        assert key in rec, key
+    assert rec["config"]["method"] == {"backbone": "auto", "sigma": 0.5, "steps": 20, "nan_after": -1}
+    assert rec["config"]["backbone"]["name"] == "mlp" and rec["config"]["backbone"]["width"] == 16
+    assert rec["config"]["train"]["steps"] == 12 and rec["config"]["train"]["lr"] == 1e-3  # defaults included
+    assert rec["params"] == sum(p.numel() for p in torch.load(out.run_dir / "checkpoint.pt",
+                                                              weights_only=False)["model"].values())
+    assert {"torch", "python", "scorebench", "torch-fidelity", "torchvision"} <= set(rec["versions"])
+    assert set(rec["git"]) == {"commit", "dirty"} and rec["hardware"]["cores"] >= 1
+    assert rec["timings"]["train_steps"] == 12 and rec["nfe"] == 20
+    assert (out.run_dir / "samples.png").stat().st_size > 1000
+    import numpy as np
+
+    assert np.load(out.run_dir / "samples.npz")["samples"].shape == (64, 2)
+
+
+def test_atomic_write_leaves_the_old_record_when_a_write_fails(tmp_path, monkeypatch):
+    records.write_record(tmp_path, {"a": 1})
+    monkeypatch.setattr(records.os, "replace", lambda *a: (_ for _ in ()).throw(OSError("disk full")))
+    with pytest.raises(OSError):
+        records.write_record(tmp_path, {"a": 2})
+    assert json.loads((tmp_path / "record.json").read_text()) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["record.json"]  # no temporary left behind
+
+
+def test_concurrent_writers_never_corrupt_a_record(tmp_path):
+    big = {f"k{i}": list(range(200)) for i in range(50)}
+    errors = []
+
+    def writer(tag):
+        for _ in range(20):
+            records.write_record(tmp_path, {**big, "tag": tag})
+
+    def reader():
+        for _ in range(100):
+            try:
+                json.loads((tmp_path / "record.json").read_text())
+            except FileNotFoundError:
+                pass
+            except json.JSONDecodeError as exc:
+                errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(4)] + [threading.Thread(target=reader)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert json.loads((tmp_path / "record.json").read_text())["tag"] in range(4)
+
+
+def test_non_finite_metrics_are_stored_as_strings(tmp_path):
+    records.write_record(tmp_path, {"x": float("nan"), "y": [float("inf")]})
+    assert json.loads((tmp_path / "record.json").read_text()) == {"x": "nan", "y": ["inf"]}
