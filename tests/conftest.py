@@ -19,11 +19,13 @@ SHARED_DATA = REPO.parent / "shared" / "datasets"
 
 
 @pytest.fixture(autouse=True)
-def _isolated(monkeypatch, tmp_path_factory):
-    """Each test gets fresh plugin hosts and a private user cache (no writes to ~/.cache)."""
+def _isolated(monkeypatch, tmp_path_factory, tmp_path):
+    """Each test gets fresh plugin hosts, a private user cache (no writes to ~/.cache) and runs in its own
+    temporary folder, so a default `results/` never lands in the repository."""
     from harness import plugins, runner
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "xdg-cache"))
+    monkeypatch.chdir(tmp_path)
     plugins.reset_plugin_hosts()
     runner._DATASETS.clear()
     yield
