@@ -45,6 +45,7 @@ class TrainConfig:
     grad_clip: float = 1.0  # max global gradient norm (0: off)
     ema: float = 0.999  # EMA rate of the weights used for sampling (0: no EMA)
     checkpoint_every: int = 500  # steps between checkpoints (a checkpoint is also written at the end)
+    precision: str = "fp32"  # fp32 | bf16 (autocast of the loss on CUDA; fp32 master weights)
 
 
 @dataclass
@@ -55,6 +56,7 @@ class EvalConfig:
     divergence_factor: float = 100.0  # samples beyond this many data ranges from the data mark divergence
 
 
+PRECISIONS = ("fp32", "bf16")
 SECTIONS = {"suite": SuiteConfig, "train": TrainConfig, "eval": EvalConfig}
 FREE_TABLES = ("methods", "backbones", "metrics")  # keyed by component name, checked against registries
 PER_DATASET = ("train", "eval", "methods", "backbones", "metrics")
@@ -248,6 +250,8 @@ def resolve_suite(raw: dict[str, Any], source: str = "<config>", sets: list[str]
                 apply_set(merged, keys, value)
         train = build_dataclass(TrainConfig, merged["train"], "train")
         ev = build_dataclass(EvalConfig, merged["eval"], "eval")
+        if train.precision not in PRECISIONS:
+            raise ConfigError(f"train.precision = {train.precision!r}: expected one of {', '.join(PRECISIONS)}")
         if train.steps <= 0 and train.seconds <= 0:
             raise ConfigError("train: set train.steps > 0 or train.seconds > 0 (the budget)")
         for method in suite.methods:

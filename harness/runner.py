@@ -222,7 +222,8 @@ def train(job: Job, comp: Components, state: TrainState, data: torch.Tensor, dev
             _sync(device)
             t0 = time.perf_counter()
             idx = torch.randint(data.shape[0], (t.batch_size,), generator=state.generator, device=device)
-            loss = method.loss(model, data[idx], state.generator)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=t.precision == "bf16"):
+                loss = method.loss(model, data[idx], state.generator).float()
             if loss.dim() != 1 or loss.shape[0] != t.batch_size:
                 raise TypeError(f"method {job.method!r}: loss must be per-example with shape [{t.batch_size}], "
                                 f"got {tuple(loss.shape)}")

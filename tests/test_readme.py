@@ -6,8 +6,8 @@ import json
 import re
 
 from click.testing import CliRunner
-
 from conftest import REPO
+
 from harness.cli import cli
 
 README = (REPO / "README.md").read_text()

@@ -151,3 +151,31 @@ def test_concurrent_writers_never_corrupt_a_record(tmp_path):
 def test_non_finite_metrics_are_stored_as_strings(tmp_path):
     records.write_record(tmp_path, {"x": float("nan"), "y": [float("inf")]})
     assert json.loads((tmp_path / "record.json").read_text()) == {"x": "nan", "y": ["inf"]}
+
+
+def test_diverging_samples_mark_the_job_diverged(host, tiny_config, tmp_path, monkeypatch):
+    from harness.method import SampleResult
+
+    tiny = host.registries["methods"].get("tiny")
+    monkeypatch.setattr(tiny, "sample", lambda self, model, n, g: SampleResult(torch.full((n, 2), 1e6), 1))
+    out = run_job(host, _suite(host, tiny_config).jobs[0], tmp_path, progress=False)
+    rec = records.read_record(out.run_dir / "record.json")
+    assert rec["status"] == "diverged" and "sample magnitude" in rec["error"]["message"]
+    assert (out.run_dir / "samples.npz").exists()  # the evidence is kept
+
+
+def test_seconds_budget_stops_training(host, tiny_config, tmp_path):
+    job = _suite(host, tiny_config, "train.steps=0", "train.seconds=0.3").jobs[0]
+    out = run_job(host, job, tmp_path, progress=False)
+    rec = records.read_record(out.run_dir / "record.json")
+    assert rec["status"] == "ok" and rec["timings"]["train_steps"] > 0 and rec["timings"]["train_seconds"] >= 0.3
+
+
+def test_cuda_request_without_cuda_is_a_usage_error(host, tiny_config):
+    from harness.errors import UsageError
+    from harness.runner import validate_suite
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(UsageError, match="CUDA is not available"):
+        validate_suite(host, _suite(host, tiny_config, "suite.device='cuda'"))
