@@ -75,7 +75,7 @@ class SelfAttention(nn.Module):
         super().__init__()
         self.norm, self.qkv, self.proj = nn.GroupNorm(_groups(ch), ch), nn.Conv2d(ch, 3 * ch, 1), nn.Conv2d(ch, ch, 1)
 
-    def forward(self, x, e=None):
+    def forward(self, x):
         b, c, h, w = x.shape
         q, k, v = self.qkv(self.norm(x)).reshape(b, 3, c, h * w).unbind(1)
         a = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
@@ -127,7 +127,7 @@ class UNet(nn.Module):
             h = layer(h, e) if isinstance(layer, ResBlock) else layer(h)
             skips.append(h)
         for layer in self.mid:
-            h = layer(h, e)
+            h = layer(h, e) if isinstance(layer, ResBlock) else layer(h)
         for layer in self.up:
             if isinstance(layer, ResBlock):
                 s = skips.pop()

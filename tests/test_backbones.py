@@ -10,10 +10,11 @@ from harness.errors import ConfigError
 from plugins.backbones import ResidualMLP, UNet
 
 
+@pytest.mark.parametrize("attention", [True, False])
 @pytest.mark.parametrize("shape", [(1, 8, 8), (1, 28, 28), (3, 32, 32)])
-def test_unet_shapes_on_every_image_geometry(shape):
+def test_unet_shapes_on_every_image_geometry(shape, attention):
     g = torch.Generator().manual_seed(0)
-    f = BackboneFactory("unet", UNet, shape, {"ch": 8, "ch_mult": (1, 2), "attention": True})
+    f = BackboneFactory("unet", UNet, shape, {"ch": 8, "ch_mult": (1, 2, 2), "attention": attention})
     x, c = torch.randn(3, *shape, generator=g), torch.rand(3, generator=g)
     assert f()(x, c).shape == x.shape
     assert f(in_shape=(4 * shape[0], *shape[1:]), out_channels=2)(x.repeat(1, 4, 1, 1), c).shape == (3, 2, *shape[1:])
