@@ -119,8 +119,15 @@ class Dataset(ABC):
     def spec(self) -> DataSpec:
         train, _ = self.split("train")
         test, _ = self.split("test")
-        flat = train.reshape(train.shape[0], -1).to(torch.float64)
-        sub = flat[torch.randperm(flat.shape[0], generator=torch.Generator().manual_seed(0))[:2000]]
+        flat = train.reshape(train.shape[0], -1)
+        sub = flat[torch.randperm(flat.shape[0], generator=torch.Generator().manual_seed(0))[:2000]].double()
+        # the overall std in float64, a chunk at a time: no float64 copy of a whole image training set
+        total = sq = 0.0
+        for chunk in flat.split(4096):
+            c = chunk.double()
+            total, sq = total + float(c.sum()), sq + float(c.square().sum())
+        n = flat.numel()
+        std = max(sq - total * total / n, 0.0) / max(n - 1, 1)
         return DataSpec(
             name=self.name,
             kind=self.kind,
@@ -130,7 +137,7 @@ class Dataset(ABC):
             train_size=train.shape[0],
             test_size=test.shape[0],
             max_pairwise_distance=float(torch.cdist(sub, sub).max()),
-            std=float(flat.std()),
+            std=std**0.5,
         )
 
     def to_uint8(self, x: Tensor) -> Tensor:

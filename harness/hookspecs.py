@@ -13,12 +13,12 @@ def register_methods(register):
 
 @hookspec
 def register_datasets(register):
-    """Register data sets: ``register(name, factory, description=...)``; factory(root, download) -> Dataset."""
+    """Register data sets: ``register(DatasetSubclass)``; the class carries ``name`` and ``description``."""
 
 
 @hookspec
 def register_backbones(register):
-    """Register backbones: ``register(name, factory, description=..., kinds=("vector", "image"))``."""
+    """Register backbones: ``register(ModuleSubclass)``; the class carries ``name``, ``description``, ``kinds``."""
 
 
 @hookspec
