@@ -43,11 +43,13 @@ class Chain(ABC):
 
     `stationary` is True when the transition leaves a fixed distribution invariant (walk-jump's walk, long-run
     Langevin at T = 1): mixing diagnostics apply only to those. `nfe_per_step` counts network evaluations per
-    chain per step. `readout` maps a state to model space, shape [C, *spec.shape].
+    chain per step; `readout_nfe` those of one readout (a final denoise or jump), paid by diagnostics that read
+    out every step. `readout` maps a state to model space, shape [C, *spec.shape].
     """
 
     stationary: bool = False
     nfe_per_step: int = 1
+    readout_nfe: int = 0
 
     @abstractmethod
     def init(self, n: int, generator: torch.Generator) -> Any: ...
@@ -60,7 +62,7 @@ class Chain(ABC):
 
     def describe(self) -> dict[str, Any]:
         """What the chain is, for the run record (e.g. whether readout applies a final denoising step)."""
-        return {"stationary": self.stationary, "nfe_per_step": self.nfe_per_step}
+        return {"stationary": self.stationary, "nfe_per_step": self.nfe_per_step, "readout_nfe": self.readout_nfe}
 
 
 @dataclass

@@ -30,6 +30,7 @@ from harness.datasets import Dataset
 from harness.errors import ConfigError, UsageError, did_you_mean
 from harness.method import Method
 from harness.metrics import EvalContext, MetricValue
+from harness.metrics import throughput as T
 from harness.plugins import PluginHost
 
 CHECKPOINT = "checkpoint.pt"
@@ -326,11 +327,15 @@ def evaluate(host: PluginHost, job: Job, comp: Components, model: nn.Module, sam
                 errors[metric.name] = f"not applicable to this run (needs {', '.join(needs)})"
             continue
         ctx.options = job.metric_options.get(metric.name, {})
+        ctx.requested = metric.name in wanted
         try:
-            out = metric.compute(ctx)
+            with T.Timer(device) as clock:
+                out = metric.compute(ctx)
         except Exception as exc:  # noqa: BLE001 - a metric's failure is data for the record
             errors[metric.name] = f"{type(exc).__name__}: {exc}"
             continue
+        if out is not None:  # seconds per evaluation of each metric (an FID's includes its feature extraction)
+            timings.setdefault("metric_seconds", {})[metric.name] = clock.seconds
         if out is None:
             continue
         items = out.items() if isinstance(out, dict) else [(metric.name, out)]
@@ -405,12 +410,16 @@ def run_job(host: PluginHost, job: Job, out: Path, *, resume: bool = False, prog
             state.restore(torch.load(ckpt_path, map_location=device, weights_only=False))
             rec["resumed_from_step"] = state.step
         data = comp.dataset.split("train")[0].to(device)
+        T.reset_peak_memory(device)
         train(job, comp, state, data, device, ckpt_path, progress)
+        train_peak = T.peak_memory(device)
         rec["artifacts"]["checkpoint"] = CHECKPOINT
         rec["train"] = {"steps": state.step, "final_loss": state.losses[-1] if state.losses else None,
                         "loss_curve": _thin(state.losses, 200)}
         sample_model = state.ema if state.ema is not None else state.model
+        T.reset_peak_memory(device)
         samples, nfe, sample_s = draw_samples(job, comp, sample_model, device)
+        sample_peak = T.peak_memory(device)
         timings = {
             "train_seconds": state.seconds, "train_steps": state.step,
             "steps_per_second": state.timed_steps / state.timed_seconds if state.timed_seconds else None,
@@ -419,6 +428,10 @@ def run_job(host: PluginHost, job: Job, out: Path, *, resume: bool = False, prog
             "warmup_steps_excluded": WARMUP_STEPS_EXCLUDED,
             "sample_seconds": sample_s, "samples_per_second": samples.shape[0] / sample_s if sample_s else None,
             "nfe_per_sample": nfe, "nfe_per_second": nfe * samples.shape[0] / sample_s if sample_s else None,
+            "train_peak_memory_bytes": train_peak["peak_memory_bytes"],
+            "sample_peak_memory_bytes": sample_peak["peak_memory_bytes"],
+            "peak_memory_kind": train_peak["peak_memory_kind"],
+            "timing": "wall clock, device synchronised; the first steps of training are warm-up, excluded from rates",
         }
         rec["timings"], rec["nfe"] = timings, nfe
         rec["artifacts"].update(save_samples(run_dir, comp.dataset, samples))

@@ -46,6 +46,7 @@ class LangevinChain(Chain):
 
     def __init__(self, model: ScoreNet, spec, step_size: float, denoise: bool):
         self.model, self.spec, self.eps, self.denoise = model, spec, step_size, denoise
+        self.readout_nfe = int(denoise)
 
     def init(self, n: int, generator: torch.Generator) -> Tensor:
         lo, hi = self.spec.value_range

@@ -56,6 +56,8 @@ class EvalContext:
     log_likelihood: Callable[[Tensor], Tensor] | None = None
     timings: dict[str, float] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)  # [metrics.<name>] from the config
+    requested: bool = False  # the metric was named in eval.metrics (not chosen by "auto"): expensive or
+    # default-off metrics (fid_inception on CPU) run when requested and skip (return None) under "auto"
 
 
 @dataclass(frozen=True)

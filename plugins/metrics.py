@@ -1,0 +1,277 @@
+"""Built-in metrics, registered like any plugin's.
+
+Defaults (each overridable in ``[metrics.<name>]`` of the config):
+- image quality: ``fid_cnn`` (FID/KID/precision/recall in the data set's own CNN classifier feature space; fast on
+  CPU, on by default) and ``fid_inception`` (the standard Inception-v3 FID/KID/precision/recall, plus the
+  Inception Score when full weights are present). ``fid_inception`` runs when named in ``eval.metrics``, when
+  ``enabled = true``, or by default on CUDA; under ``"auto"`` on CPU it is skipped (it returns None), because
+  Inception runs at a few images per second there. ``enabled = false`` turns it off everywhere.
+- toy targets: MMD², energy distance and sliced Wasserstein (each with its real-vs-real floor at the same n),
+  mode coverage and weight error (mixtures), Fisher divergence of the learned score (score capability), NLL.
+- chains: mixing diagnostics on stationary chains (τ, ESS, R̂, rates, mode hopping).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from harness.hookspecs import hookimpl
+from harness.metrics import EvalContext, Metric, MetricValue
+from harness.metrics import toy as T
+
+MIXING_DEFAULTS = {  # per data kind: chains, burn-in and recorded steps
+    "vector": {"n_chains": 8, "burn_in": 500, "steps": 2000, "projections": 4},
+    "image": {"n_chains": 4, "burn_in": 100, "steps": 400, "projections": 4},
+}
+
+
+def _opt(ctx: EvalContext, key: str, default: Any) -> Any:
+    return ctx.options.get(key, default)
+
+
+def _subsample(ctx: EvalContext, default_max: int = 2000) -> torch.Tensor:
+    """The first `max_n` samples (the order of samples is already random)."""
+    return ctx.samples[: int(_opt(ctx, "max_n", default_max))]
+
+
+def _mv(d: dict[str, Any]) -> MetricValue:
+    return MetricValue(d["value"], d.get("higher_is_better"), d.get("floor"), d.get("protocol", {}),
+                       d.get("details", {}))
+
+
+# toy targets -------------------------------------------------------------------------------------------------
+
+def compute_mmd(ctx: EvalContext) -> MetricValue:
+    x = _subsample(ctx)
+    n, target = x.shape[0], ctx.dataset.target
+    y, y2 = target.sample(n, ctx.generator), target.sample(n, ctx.generator)
+    bw = T.bandwidths_from(y)
+    return MetricValue(T.mmd2_unbiased(x, y, bw), floor=T.mmd2_unbiased(y2, y, bw),
+                       protocol={"n": n, "kernel": "sum of Gaussians", "bandwidth_factors": list(T.BANDWIDTH_FACTORS),
+                                 "bandwidth_rule": "factor × median pairwise distance of the reference sample"},
+                       details={"bandwidths": list(bw)})
+
+
+def compute_energy(ctx: EvalContext) -> MetricValue:
+    x = _subsample(ctx)
+    value, floor = T.two_sample_with_floor(T.energy_distance, x, ctx.dataset.target, ctx.generator)
+    return MetricValue(value, floor=floor, protocol={"n": x.shape[0]})
+
+
+def compute_sliced(ctx: EvalContext) -> MetricValue:
+    x = _subsample(ctx)
+    k = int(_opt(ctx, "n_projections", 256))
+
+    def sw(a, b):
+        return T.sliced_wasserstein(a, b, generator=ctx.generator, n_projections=k)
+
+    value, floor = T.two_sample_with_floor(sw, x, ctx.dataset.target, ctx.generator)
+    return MetricValue(value, floor=floor, protocol={"n": x.shape[0], "p": 2, "n_projections": k})
+
+
+def compute_modes(ctx: EvalContext) -> dict[str, MetricValue] | None:
+    target = ctx.dataset.target
+    if not T.is_mixture(target):
+        return None  # no known modes (e.g. the banana)
+    x = ctx.samples
+    got = T.mode_coverage(x, target)
+    real = T.mode_coverage(target.sample(x.shape[0], ctx.generator), target)
+    protocol = {"n": x.shape[0], "covered_if_count_at_least": f"{T.COVERAGE_FRACTION} × n × w_k",
+                "counted_within": f"{T.COVERAGE_QUANTILE} quantile radius σ_k·sqrt(χ²_d)"}
+    details = {k: got[k] for k in ("modes_covered", "modes", "counts", "fractions")}
+    return {
+        "mode_coverage": MetricValue(got["coverage"], True, real["coverage"], protocol, details),
+        "mode_weight_error": MetricValue(got["weight_error"], False, real["weight_error"], protocol,
+                                         {"measure": "total variation of assignment fractions vs weights"}),
+    }
+
+
+def compute_fisher(ctx: EvalContext) -> MetricValue:
+    n = int(_opt(ctx, "n", 2000))
+    res = T.fisher_divergence(ctx.score_fn, ctx.dataset.target, ctx.score_sigma, n, ctx.generator, ctx.device)
+    return MetricValue(res["fisher"], protocol={"n": n, "sigma": ctx.score_sigma,
+                                                "points": "exact samples of the target smoothed at sigma"},
+                       details={"relative": res["relative"], "stderr": res["stderr"]})
+
+
+def compute_nll(ctx: EvalContext) -> MetricValue:
+    x, _ = ctx.dataset.split("test")
+    n = min(x.shape[0], int(_opt(ctx, "n", 2000 if ctx.spec.kind == "vector" else 256)))
+    x = x[:n]
+    nll = T.mean_nll(ctx.log_likelihood, x, int(_opt(ctx, "batch", 512)))
+    target = ctx.dataset.target
+    floor = T.mean_nll(target.log_prob, x) if target is not None else None
+    details = {"unit": "nats per example, model space"}
+    if ctx.spec.kind == "image":
+        details["bits_per_dim_model_space"] = nll / (ctx.spec.dim * math.log(2))
+    return MetricValue(nll, floor=floor, protocol={"n": n, "split": "test (first n)"}, details=details)
+
+
+# images ------------------------------------------------------------------------------------------------------
+
+def _has_labels(ctx: EvalContext) -> bool:
+    return ctx.dataset.split("train")[1] is not None
+
+
+def compute_fid_cnn(ctx: EvalContext) -> dict[str, MetricValue] | None:
+    from harness.metrics import fid
+
+    if not _has_labels(ctx) and not ctx.requested:
+        return None  # no labels, no classifier: nothing to compute under "auto"
+    space = fid.cnn_space(ctx.dataset)
+    out = fid.image_fidelity(ctx.dataset, ctx.samples, space, cache_root=ctx.cache_dir / "fidelity",
+                             cuda=ctx.device.type == "cuda", n=_opt(ctx, "n", None))
+    return {k: _mv(v) for k, v in out.items()}
+
+
+def inception_enabled(ctx: EvalContext) -> bool:
+    """``enabled`` option: true / false / "auto" (default: on when requested by name or on CUDA)."""
+    enabled = _opt(ctx, "enabled", "auto")
+    if enabled == "auto":
+        return ctx.requested or ctx.device.type == "cuda"
+    return bool(enabled)
+
+
+def compute_fid_inception(ctx: EvalContext) -> dict[str, MetricValue] | None:
+    from harness.metrics import fid
+
+    if not inception_enabled(ctx):
+        return None
+    space = fid.inception_space()
+    out = {k: _mv(v) for k, v in fid.image_fidelity(
+        ctx.dataset, ctx.samples, space, cache_root=ctx.cache_dir / "fidelity", cuda=ctx.device.type == "cuda",
+        n=_opt(ctx, "n", None), isc=bool(_opt(ctx, "inception_score", True))).items()}
+    reason = fid.inception_score_unavailable_reason()
+    if reason:
+        out["fid_inception"].details["inception_score"] = reason
+    return out
+
+
+_DATA_HIST: dict[tuple, torch.Tensor] = {}
+
+
+def compute_class_kl(ctx: EvalContext) -> MetricValue | None:
+    from harness.metrics import classifier as C
+    from harness.metrics.fid import FLOOR_SPLIT, SUBSET_SEED
+
+    if not _has_labels(ctx) and not ctx.requested:
+        return None
+    clf = C.get_classifier(ctx.dataset)
+    key = (clf.sha256, ctx.dataset.name)
+    if key not in _DATA_HIST:
+        xt = C.quantise(ctx.dataset, ctx.dataset.split("test")[0])
+        _DATA_HIST[key] = C.class_histogram(clf.predict(xt), clf.num_classes)
+    p = _DATA_HIST[key]
+    pred = clf.predict(C.quantise(ctx.dataset, ctx.samples))
+    n = pred.shape[0]
+    xtr = ctx.dataset.split(FLOOR_SPLIT)[0]
+    idx = torch.randperm(xtr.shape[0], generator=torch.Generator().manual_seed(SUBSET_SEED))[:n]
+    floor = C.class_kl(p, clf.predict(C.quantise(ctx.dataset, xtr[idx])))
+    q = C.class_histogram(pred, clf.num_classes)
+    return MetricValue(C.class_kl(p, pred), floor=floor,
+                       protocol={"n": n, "data_histogram": "classifier predictions on the test split",
+                                 "pseudo_count": 0.5, "floor": f"{FLOOR_SPLIT} subset of n", **clf.protocol()},
+                       details={"sample_histogram": q.tolist(), "data_histogram": p.tolist(),
+                                "classes_missing": int((q == 0).sum())})
+
+
+# chains ------------------------------------------------------------------------------------------------------
+
+def mixing_statistics(ctx: EvalContext, n_projections: int):
+    """Statistics and labeler for the data kind: coordinates (d ≤ 2) or fixed projections for vectors; fixed
+    projections plus classifier logits for images (labels = predicted class); mixture components label toys."""
+    from harness.metrics import mixing as M
+
+    labeler = None
+    if ctx.spec.kind == "vector":
+        stats = (M.coordinate_statistics(ctx.spec.dim) if ctx.spec.dim <= 2
+                 else M.projection_statistics(ctx.spec.dim, n_projections))
+        target = ctx.dataset.target
+        if target is not None and T.is_mixture(target):
+            def labeler(x):
+                return target.component(x.detach().float().cpu())
+        return stats, labeler
+    stats = M.projection_statistics(ctx.spec.dim, n_projections)
+    if _has_labels(ctx):
+        from harness.metrics.classifier import get_classifier, quantise
+
+        clf = get_classifier(ctx.dataset)
+        logits = M.Statistics(lambda x: clf.logits(quantise(ctx.dataset, x.detach().float().cpu()))
+                              .to(torch.float64), [f"logit{j}" for j in range(clf.num_classes)])
+        stats = M.concat_statistics(stats, logits)
+
+        def labeler(x):
+            return clf.predict(quantise(ctx.dataset, x.detach().float().cpu()))
+    return stats, labeler
+
+
+def compute_mixing(ctx: EvalContext) -> dict[str, MetricValue]:
+    from harness.metrics import mixing as M
+
+    unknown = set(ctx.options) - set(MIXING_DEFAULTS[ctx.spec.kind])
+    if unknown:
+        raise ValueError(f"unknown [metrics.mixing] option(s) {sorted(unknown)}; valid: "
+                         f"{sorted(MIXING_DEFAULTS[ctx.spec.kind])}")
+    cfg = {**MIXING_DEFAULTS[ctx.spec.kind], **ctx.options}
+    stats, labeler = mixing_statistics(ctx, int(cfg["projections"]))
+    seed = int(torch.randint(0, 2**62, (1,), generator=ctx.generator))
+    g = torch.Generator(device=ctx.device).manual_seed(seed)
+    diag = M.run_chain_diagnostics(ctx.chain, int(cfg["n_chains"]), int(cfg["burn_in"]), int(cfg["steps"]),
+                                   stats, labeler, generator=g, names=stats.names)
+    s = diag.summary()
+    protocol = {"n_chains": diag.n_chains, "burn_in": diag.burn_in, "steps": diag.steps,
+                "statistics": diag.names,
+                "tau": "Sokal automatic window, c = 5 (emcee)", "ess_rhat": "arviz_stats (rank-normalised, split)",
+                "timing": "step + readout of recorded steps, synchronised; burn-in excluded"}
+    per = {"per_statistic": {n: {"tau": t, "ess_bulk": b, "ess_tail": e, "rhat": r} for n, t, b, e, r in zip(
+        diag.names, diag.tau, diag.ess_bulk, diag.ess_tail, diag.rhat, strict=True)},
+        "reliable": s["reliable"], "seconds": diag.seconds, "nfe": diag.nfe,
+        "nfe_per_step": diag.nfe_per_step, "chain": ctx.chain.describe()}
+    out = {
+        "iat": MetricValue(s["tau"], False, protocol=protocol, details=per),
+        "ess_bulk": MetricValue(s["ess_bulk"], True, protocol=protocol),
+        "ess_tail": MetricValue(s["ess_tail"], True, protocol=protocol),
+        "rhat": MetricValue(s["rhat"], False, protocol=protocol),
+    }
+    if s["ess_bulk_per_second"] is not None:
+        out["ess_per_second"] = MetricValue(s["ess_bulk_per_second"], True, protocol=protocol)
+    if s["ess_bulk_per_1k_nfe"] is not None:
+        out["ess_per_1k_nfe"] = MetricValue(s["ess_bulk_per_1k_nfe"], True, protocol=protocol)
+    if s["mode_hops_per_1k_steps"] is not None:
+        out["mode_hops_per_1k_steps"] = MetricValue(s["mode_hops_per_1k_steps"], True, protocol=protocol)
+    return out
+
+
+VECTOR, IMAGE, BOTH = frozenset({"vector"}), frozenset({"image"}), frozenset({"vector", "image"})
+
+METRICS = (
+    Metric("mmd", "Unbiased MMD² (multi-bandwidth Gaussian kernel) against fresh target samples, with floor",
+           False, VECTOR, compute_mmd, frozenset({"target"})),
+    Metric("energy_distance", "Energy distance against fresh target samples, with real-vs-real floor",
+           False, VECTOR, compute_energy, frozenset({"target"})),
+    Metric("sliced_wasserstein", "Sliced 2-Wasserstein distance against fresh target samples, with floor",
+           False, VECTOR, compute_sliced, frozenset({"target"})),
+    Metric("mode_coverage", "Fraction of mixture modes covered and total-variation weight error",
+           True, VECTOR, compute_modes, frozenset({"target"})),
+    Metric("fisher_divergence", "E‖s_θ − ∇log p_σ‖² on the target smoothed at the method's noise level",
+           False, VECTOR, compute_fisher, frozenset({"target", "score"})),
+    Metric("nll", "Mean negative log-likelihood (nats) of test points; floor: the exact target's",
+           False, BOTH, compute_nll, frozenset({"likelihood"})),
+    Metric("fid_cnn", "FID/KID/precision/recall in the data set's own CNN classifier feature space",
+           False, IMAGE, compute_fid_cnn),
+    Metric("fid_inception", "FID/KID/precision/recall (Inception-v3, torch-fidelity); default on CUDA or by name",
+           False, IMAGE, compute_fid_inception),
+    Metric("class_kl", "KL(data class histogram ‖ samples' predicted class histogram), domain classifier",
+           False, IMAGE, compute_class_kl),
+    Metric("mixing", "Stationary-chain mixing: autocorrelation time, ESS, split-R̂, ESS rates, mode hopping",
+           True, BOTH, compute_mixing, frozenset({"chain"})),
+)
+
+
+@hookimpl
+def register_metrics(register):
+    for metric in METRICS:
+        register(metric)
