@@ -117,17 +117,97 @@ def doctor(data_root, as_json, plugins_dir):
     click.echo(json.dumps(rep, indent=2, default=str) if as_json else format_report(rep))
 
 
-@cli.command()
-@click.option("--results", type=click.Path(file_okay=False), default="results", show_default=True,
-              help="Results folder holding runs/*/record.json.")
-def leaderboard(results):
-    """Markdown leaderboard over the run records (one table per data set)."""
-    from harness.leaderboard import markdown
+results_option = click.option(
+    "--results", type=click.Path(file_okay=False), default="results", show_default=True,
+    help="Results folder holding runs/*/record.json.")
 
-    text, problems = markdown(Path(results))
+
+@cli.command()
+@results_option
+@click.option("--format", "fmt", type=click.Choice(["md", "csv", "json", "html"]), default=None,
+              help="Output format. Without --format and --out: print Markdown and write "
+                   "<results>/leaderboard.md and leaderboard.csv.")
+@click.option("--metric", help="Rank by this metric (default: each data set's primary quality metric).")
+@click.option("--dataset", help="Only this data set.")
+@click.option("--out", type=click.Path(dir_okay=False),
+              help="Write one file here instead (format from --format or the suffix); '-' writes nothing.")
+def leaderboard(results, fmt, metric, dataset, out):
+    """Leaderboards over the run records: one table per data set and protocol, mean ± 95% CI over seeds,
+    ranked by the metric's direction; failed and diverged runs and the real-vs-real floor are rows.
+
+    Records measured under different protocols (feature extractor, weights, n, split, budget) are never ranked
+    together: they go into separate tables with the difference named. Unreadable records are reported and skipped.
+    The same records always give byte-identical files.
+    """
+    from harness.leaderboard import write_leaderboard
+
+    text, written, problems = write_leaderboard(Path(results), fmt=fmt, out=out, metric=metric, dataset=dataset)
     for p in problems:
         click.echo(f"warning: skipped {p}", err=True)
-    click.echo(text)
+    click.echo(text, nl=not text.endswith("\n"))
+    for path in written:
+        click.echo(f"wrote {path}", err=True)
+
+
+@cli.command()
+@results_option
+@click.option("--out", type=click.Path(file_okay=False), help="Report folder (default: <results>/report).")
+@click.option("--metric", help="Rank the leaderboards by this metric.")
+@click.option("--chain-steps", type=click.IntRange(min=0), default=1000, show_default=True,
+              help="Steps of the stationary chains re-run from checkpoints for the mixing plots (0 skips them).")
+@plugins_dir_option
+def report(results, out, metric, chain_steps, plugins_dir):
+    """Static HTML report (index.html with images beside it; no server, no internet): leaderboards, sample grids,
+    quality against training time and NFE with the Pareto front, autocorrelation, traces and mode hopping of
+    stationary chains, throughput, and the environment the numbers came from."""
+    from harness.report import build_report
+
+    index, problems = build_report(Path(results), Path(out) if out else None, metric=metric,
+                                   chain_steps=chain_steps, plugins_dir=plugins_dir,
+                                   log=lambda m: click.echo(m, err=True))
+    for p in problems:
+        click.echo(f"warning: skipped {p}", err=True)
+    click.echo(f"wrote {index}")
+
+
+@cli.command("new-plugin")
+@click.argument("name")
+@click.option("--dir", "directory", type=click.Path(file_okay=False),
+              help="Folder to write (default: ./scorebench-NAME).")
+def new_plugin(name, directory):
+    """Write an installable method plugin package NAME: pyproject.toml with the `scorebench` entry point, a
+    working minimal method, a conformance test and a README. `pip install -e` it to make the method appear."""
+    from harness.scaffold import new_plugin as scaffold
+
+    folder, written = scaffold(name, Path(directory) if directory else None)
+    for path in written:
+        click.echo(f"wrote {path}")
+    click.echo(f"next: scorebench check-plugin {name} --plugins-dir {folder}   (or: pip install -e {folder})")
+
+
+@cli.command("check-plugin")
+@click.argument("name")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Override a method config value for the checks, e.g. --set steps=50 (repeatable).")
+@click.option("--kinds", default="vector,image", show_default=True,
+              help="Comma-separated kit data kinds to check on.")
+@click.option("--train-steps", type=click.IntRange(min=0), default=300, show_default=True,
+              help="Brief training before the trained checks (stationarity, sample range).")
+@plugins_dir_option
+def check_plugin(name, sets, kinds, train_steps, plugins_dir):
+    """Run the conformance kit (harness.testing.check_method) on method NAME, or on every method of plugin NAME:
+    per-example loss, finite gradients, sampler shape/range/NFE, determinism, declared capabilities.
+    Exit code 0 when every check passed, 1 otherwise."""
+    from harness.config import apply_set, parse_set
+    from harness.testing import check_plugin as run_checks
+
+    overrides: dict = {}
+    for item in sets:
+        apply_set(overrides, *parse_set(item))
+    code = run_checks(name, plugins_dir=plugins_dir, overrides=overrides or None,
+                      kinds=tuple(k.strip() for k in kinds.split(",") if k.strip()), train_steps=train_steps,
+                      log=click.echo)
+    sys.exit(code)
 
 
 def main() -> None:
