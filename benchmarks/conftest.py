@@ -9,4 +9,5 @@ import os
 import torch
 
 os.environ.setdefault("SCOREBENCH_LOAD_PLUGINS", "")
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# one intra-op thread, as in the tests: stable ratios on a shared 2-core machine
+torch.set_num_threads(1)

@@ -12,7 +12,9 @@ import torch
 
 os.environ["SCOREBENCH_LOAD_PLUGINS"] = ""
 os.environ.setdefault("MPLBACKEND", "Agg")
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# one intra-op thread: on the 2-core CI machine two threads fight the other process for cores and run
+# small models 10-80x slower
+torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "datasets"
