@@ -9,12 +9,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from threadpoolctl import threadpool_limits
 
 os.environ["SCOREBENCH_LOAD_PLUGINS"] = ""
 os.environ.setdefault("MPLBACKEND", "Agg")
 # one intra-op thread: on the 2-core CI machine two threads fight the other process for cores and run
 # small models 10-80x slower
 torch.set_num_threads(1)
+_BLAS_LIMIT = threadpool_limits(1)  # numpy's BLAS too (FID eigenvalues, arviz): held for the session
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "datasets"

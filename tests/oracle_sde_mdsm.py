@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from harness.datasets import DataSpec
+from harness.metrics.toy import mmd2_unbiased
 from harness.toy import GaussianMixture
 
 # three unequal, moderately separated components: weights and modes are both under test
@@ -102,17 +103,8 @@ class MixtureEnergy(nn.Module):
 # two-sample test ---------------------------------------------------------------------------------------------
 
 def mmd2(x: Tensor, y: Tensor, bandwidths=BANDWIDTHS) -> float:
-    """Unbiased MMD² (Gretton et al. 2012, eq. 3) with k = Σ_h exp(−‖a − b‖²/(2h²))."""
-    x, y = x.flatten(1).double(), y.flatten(1).double()
-
-    def k(a, b):
-        d2 = torch.cdist(a, b).pow(2)
-        return sum(torch.exp(-d2 / (2 * h * h)) for h in bandwidths)
-
-    n, m = len(x), len(y)
-    kxx, kyy, kxy = k(x, x), k(y, y), k(x, y)
-    return ((kxx.sum() - kxx.diag().sum()) / (n * (n - 1)) + (kyy.sum() - kyy.diag().sum()) / (m * (m - 1))
-            - 2 * kxy.mean()).item()
+    """Unbiased MMD² with a sum of Gaussian kernels of these bandwidths (harness.metrics.toy's estimator)."""
+    return mmd2_unbiased(x, y, tuple(bandwidths))
 
 
 def mmd_threshold(target, n: int, generator: torch.Generator, reps: int = 40, q: float = 0.95) -> float:

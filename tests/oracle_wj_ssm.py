@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from harness.backbones import BackboneFactory
 from harness.datasets import DataSpec
+from harness.metrics.toy import mmd2_unbiased
 from harness.toy import GaussianMixture
 from plugins.backbones import ResidualMLP
 
@@ -23,17 +24,8 @@ SPEC2 = DataSpec("mix3", "vector", (2,), (-3.0, 3.0), None, 1000, 100, 4.0, 1.0)
 # two-sample distance ----------------------------------------------------------------------------------
 
 def mmd2(x: Tensor, y: Tensor, bandwidths=(0.1, 0.25, 0.5, 1.0, 2.0)) -> float:
-    """Unbiased MMD² with a sum of Gaussian kernels (a local stand-in for harness.metrics.toy)."""
-    x, y = x.double().flatten(1), y.double().flatten(1)
-
-    def k(a, b):
-        d2 = torch.cdist(a, b).pow(2)
-        return sum(torch.exp(-d2 / (2 * h * h)) for h in bandwidths)
-
-    n, m = len(x), len(y)
-    kxx, kyy, kxy = k(x, x), k(y, y), k(x, y)
-    return ((kxx.sum() - kxx.diag().sum()) / (n * (n - 1)) + (kyy.sum() - kyy.diag().sum()) / (m * (m - 1))
-            - 2 * kxy.mean()).item()
+    """Unbiased MMD² with a sum of Gaussian kernels of these bandwidths (harness.metrics.toy's estimator)."""
+    return mmd2_unbiased(x, y, tuple(bandwidths))
 
 
 def mmd_floor(draw, n: int, g: torch.Generator, reps: int = 20) -> float:

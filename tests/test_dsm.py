@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from harness.datasets import DataSpec
+from harness.metrics.toy import mmd2_unbiased
 from harness.toy import GaussianMixture
 from plugins.dsm import DSM, DSMConfig, ScoreNet
 
@@ -25,16 +26,9 @@ class Oracle(nn.Module):
         return self.sigma * self.smoothed.score(x)
 
 
-def mmd2(x, y, bandwidths=(0.2, 0.5, 1.0, 2.0)):
-    """Unbiased MMD² with a sum of Gaussian kernels."""
-    def k(a, b):
-        d2 = torch.cdist(a, b).pow(2)
-        return sum(torch.exp(-d2 / (2 * h * h)) for h in bandwidths)
-
-    n, m = len(x), len(y)
-    kxx, kyy, kxy = k(x, x), k(y, y), k(x, y)
-    return ((kxx.sum() - kxx.diag().sum()) / (n * (n - 1)) + (kyy.sum() - kyy.diag().sum()) / (m * (m - 1))
-            - 2 * kxy.mean()).item()
+def mmd2(x, y, bandwidths=(0.2, 0.5, 1.0, 2.0)) -> float:
+    """Unbiased MMD² with a sum of Gaussian kernels of these bandwidths (harness.metrics.toy's estimator)."""
+    return mmd2_unbiased(x, y, tuple(bandwidths))
 
 
 def test_langevin_with_the_oracle_score_samples_the_smoothed_target():

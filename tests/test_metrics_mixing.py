@@ -14,17 +14,6 @@ from harness.method import Chain, randn
 from harness.metrics import mixing as M
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch and one BLAS thread: on a busy 2-core machine two threads are many times slower. Speed only."""
-    from threadpoolctl import threadpool_limits
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(n)
-
 def ar1(rho: float, chains: int, steps: int, seed: int) -> np.ndarray:
     """Stationary AR(1): x_t = ρ x_{t−1} + sqrt(1 − ρ²) ε_t, started from N(0, 1) (exact stationary start)."""
     rng = np.random.default_rng(seed)

@@ -15,17 +15,6 @@ from harness.metrics import toy as T
 from harness.toy import GaussianMixture, ring_mixture
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch and one BLAS thread: on a busy 2-core machine two threads are many times slower. Speed only."""
-    from threadpoolctl import threadpool_limits
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(n)
-
 def gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
