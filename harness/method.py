@@ -78,6 +78,9 @@ class Method(ABC):
     name: ClassVar[str]
     description: ClassVar[str] = ""
     Config: ClassVar[type[MethodConfig]] = MethodConfig
+    # Integer Config fields that set how long `sample` runs (e.g. ("steps",)). The harness scales them all by one
+    # factor to measure quality as a function of NFE; () when the length is not a knob (an adaptive ODE solver).
+    sampler_length: tuple[str, ...] = ()
 
     def __init__(self, config: MethodConfig, spec: DataSpec):
         self.config = config
@@ -93,6 +96,14 @@ class Method(ABC):
     def resolved_config(self) -> dict[str, Any]:
         """Every value the method actually uses (defaults and values derived from the data included)."""
         return dataclasses.asdict(self.config)
+
+    def with_sampler_scaled(self, factor: float) -> Method | None:
+        """A copy of this method whose sampler runs `factor` times as long (each `sampler_length` field scaled and
+        rounded, at least 1); None when the method declares no sampler length."""
+        if not self.sampler_length:
+            return None
+        fields = {f: max(1, round(getattr(self.config, f) * factor)) for f in self.sampler_length}
+        return type(self)(dataclasses.replace(self.config, **fields), self.spec)
 
     @abstractmethod
     def build_model(self, backbone: BackboneFactory) -> nn.Module:

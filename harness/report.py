@@ -209,6 +209,35 @@ def tradeoff_section(page: Page, ds: str, tables: list[lb.Table], runs: pd.DataF
     return "\n".join(parts) or "<p>No metric values to plot on this data set.</p>"
 
 
+def nfe_curve_section(page: Page, ds: str, records: list[dict[str, Any]], labels: dict[str, str]) -> str:
+    """One line per run: the `nfe_curve` metric's quality at each sampler length, against NFE per sample."""
+    curves: dict[str, list[tuple[str, list[dict]]]] = {}
+    for r in records:
+        m = (r.get("metrics") or {}).get("nfe_curve") if r["dataset"] == ds and r["status"] == "ok" else None
+        if m and (m.get("details") or {}).get("curve"):
+            stat = (m.get("protocol") or {}).get("statistic", "quality")
+            curves.setdefault(stat, []).append((labels.get(r["run_id"], r["method"]), m["details"]["curve"]))
+    if not curves:
+        return ""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(curves), figsize=(5 * len(curves), 3.6), dpi=100, layout="constrained",
+                             squeeze=False)
+    for ax, (stat, lines) in zip(axes[0], sorted(curves.items()), strict=True):
+        for label, curve in sorted(lines, key=lambda x: x[0]):
+            pts = sorted((c["nfe"], c["value"]) for c in curve)
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", ms=4, label=label)
+        ax.set_xscale("log")
+        ax.set_xlabel("NFE per sample")
+        ax.set_ylabel(f"{stat} (lower is better)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    rel = f"img/plots/{ds}_nfe_curves.png"
+    _save(fig, page.out / rel)
+    return (f"<figure>{page.img(rel, 'quality against NFE per sampler length: ' + ds, 700)}<figcaption>each "
+            "run's sampler rerun at fractions of its length (metric nfe_curve); the rightmost point is the run's "
+            "own samples</figcaption></figure>")
+
+
 def throughput_section(page: Page, ds: str, records: list[dict[str, Any]], labels: dict[str, str]) -> str:
     keys = (("steps_per_second", "training steps/s"), ("samples_per_second", "sampling samples/s"),
             ("nfe_per_second", "network evaluations/s"))
@@ -472,7 +501,8 @@ def build_report(results: Path, out: Path | None = None, *, metric: str | None =
     for ds, chosen in reps.items():
         log(f"report: {ds}")
         body = [f"<h3>Samples</h3>{samples_section(page, ds, chosen, host)}",
-                f"<h3>Quality against training time and NFE</h3>{tradeoff_section(page, ds, tables, runs)}",
+                f"<h3>Quality against training time and NFE</h3>{tradeoff_section(page, ds, tables, runs)}"
+                f"{nfe_curve_section(page, ds, records, label_of)}",
                 f"<h3>Mixing of stationary chains</h3>{chains_section(page, ds, chosen, host, chain_steps, log)}",
                 f"<h3>Throughput</h3>{throughput_section(page, ds, records, label_of)}"]
         page.section(f"ds-{ds}", f"Data set: {ds}", "\n".join(body))

@@ -275,17 +275,23 @@ def _progress_bar(job: Job, total: int | None, initial: int, enabled: bool):
 def draw_samples(job: Job, comp: Components, model: nn.Module, device: torch.device) -> tuple[torch.Tensor, int, float]:
     """n samples (model space, CPU), NFE per sample, and sampling seconds."""
     g = make_generator(job.seed, "sample", device)
-    out, nfe, left = [], 0, job.eval.n_samples
     model.eval()
     _sync(device)
     t0 = time.perf_counter()
-    while left > 0:
-        res = comp.method.sample(model, min(left, job.eval.sample_batch), g)
-        out.append(res.samples.detach().float().cpu())
-        nfe = res.nfe
-        left -= res.samples.shape[0]
+    samples, nfe = sample_in_batches(comp.method, model, job.eval.n_samples, job.eval.sample_batch, g)
     _sync(device)
-    return torch.cat(out)[: job.eval.n_samples], nfe, time.perf_counter() - t0
+    return samples, nfe, time.perf_counter() - t0
+
+
+def sample_in_batches(method: Method, model: nn.Module, n: int, batch: int,
+                      generator: torch.Generator) -> tuple[torch.Tensor, int]:
+    """n samples (model space, float32 on CPU) drawn `batch` at a time, and the NFE per sample."""
+    out, nfe, left = [], 0, n
+    while left > 0:
+        res = method.sample(model, min(left, batch), generator)
+        out.append(res.samples.detach().float().cpu())
+        nfe, left = res.nfe, left - res.samples.shape[0]
+    return torch.cat(out)[:n], nfe
 
 
 def check_samples(job: Job, samples: torch.Tensor, spec) -> None:
@@ -298,6 +304,18 @@ def check_samples(job: Job, samples: torch.Tensor, spec) -> None:
     if worst > max(abs(lo), abs(hi)) + job.eval.divergence_factor * span:
         raise Diverged(job.train.steps,
                        f"sample magnitude {worst:.3g} exceeds {job.eval.divergence_factor} data ranges")
+
+
+def _resampler(job: Job, comp: Components, model: nn.Module, device: torch.device):
+    """factor, n -> (n samples from the sampler run `factor` times as long, NFE per sample), each factor with its
+    own generator stream (the same for every method of a suite)."""
+
+    def resample(factor: float, n: int) -> tuple[torch.Tensor, int]:
+        scaled = comp.method.with_sampler_scaled(factor)
+        return sample_in_batches(scaled, model, n, job.eval.sample_batch,
+                                 make_generator(job.seed, f"resample/{factor:g}", device))
+
+    return resample
 
 
 def evaluate(host: PluginHost, job: Job, comp: Components, model: nn.Module, samples: torch.Tensor, nfe: int,
@@ -314,7 +332,7 @@ def evaluate(host: PluginHost, job: Job, comp: Components, model: nn.Module, sam
         generator=make_generator(job.seed, "metrics", torch.device("cpu")), device=device, cache_dir=cache_dir,
         chain=method.chain(model), score_fn=score[0] if score else None, score_sigma=score[1] if score else None,
         log_likelihood=(lambda x: probe(model, x.to(device), g_ll)) if has_ll else None,
-        timings=timings,
+        timings=timings, resample=_resampler(job, comp, model, device) if method.sampler_length else None,
     )
     wanted = job.eval.metrics
     regs = host.registries["metrics"]
@@ -328,6 +346,9 @@ def evaluate(host: PluginHost, job: Job, comp: Components, model: nn.Module, sam
             continue
         ctx.options = job.metric_options.get(metric.name, {})
         ctx.requested = metric.name in wanted
+        # each metric draws from its own stream: its reference samples and floor do not depend on which other
+        # metrics ran before it, so every method of a data set is measured against the same references
+        ctx.generator = make_generator(job.seed, f"metrics/{metric.name}", torch.device("cpu"))
         try:
             with T.Timer(device) as clock:
                 out = metric.compute(ctx)

@@ -69,6 +69,7 @@ class DSM(Method):
     name = "dsm"
     description = "Single-noise denoising score matching with Langevin sampling (baseline)"
     Config = DSMConfig
+    sampler_length = ("steps",)
 
     def __init__(self, config: DSMConfig, spec):
         super().__init__(config, spec)

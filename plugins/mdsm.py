@@ -135,6 +135,7 @@ class MDSM(Method):
     name = "mdsm"
     description = "Multiscale denoising score matching energy model with annealed Langevin sampling"
     Config = MDSMConfig
+    sampler_length = ("hot_steps", "cool_steps", "final_steps")  # the schedule keeps its shape
 
     def __init__(self, config: MDSMConfig, spec):
         super().__init__(config, spec)

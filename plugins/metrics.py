@@ -32,6 +32,12 @@ def _opt(ctx: EvalContext, key: str, default: Any) -> Any:
     return ctx.options.get(key, default)
 
 
+def _check_options(ctx: EvalContext, name: str, valid: dict[str, Any]) -> None:
+    unknown = set(ctx.options) - set(valid)
+    if unknown:
+        raise ValueError(f"unknown [metrics.{name}] option(s) {sorted(unknown)}; valid: {sorted(valid)}")
+
+
 def _subsample(ctx: EvalContext, default_max: int = 2000) -> torch.Tensor:
     """The first `max_n` samples (the order of samples is already random)."""
     return ctx.samples[: int(_opt(ctx, "max_n", default_max))]
@@ -211,10 +217,7 @@ def mixing_statistics(ctx: EvalContext, n_projections: int):
 def compute_mixing(ctx: EvalContext) -> dict[str, MetricValue]:
     from harness.metrics import mixing as M
 
-    unknown = set(ctx.options) - set(MIXING_DEFAULTS[ctx.spec.kind])
-    if unknown:
-        raise ValueError(f"unknown [metrics.mixing] option(s) {sorted(unknown)}; valid: "
-                         f"{sorted(MIXING_DEFAULTS[ctx.spec.kind])}")
+    _check_options(ctx, "mixing", MIXING_DEFAULTS[ctx.spec.kind])
     cfg = {**MIXING_DEFAULTS[ctx.spec.kind], **ctx.options}
     stats, labeler = mixing_statistics(ctx, int(cfg["projections"]))
     seed = int(torch.randint(0, 2**62, (1,), generator=ctx.generator))
@@ -245,6 +248,57 @@ def compute_mixing(ctx: EvalContext) -> dict[str, MetricValue]:
     return out
 
 
+# quality against NFE -----------------------------------------------------------------------------------------
+
+NFE_CURVE_DEFAULTS = {"factors": [0.1, 0.25, 0.5], "n": 0}  # n 0: all samples, at most 500 vectors / 300 images
+
+
+def compute_nfe_curve(ctx: EvalContext) -> MetricValue | None:
+    """The run's quality statistic (MMD² against the exact target for toy data, FID in the domain-CNN space for
+    labelled images) for fresh samples from the sampler shortened or lengthened by each factor, plus the run's own
+    samples at factor 1. The value is the statistic at the smallest factor; the curve is in the details."""
+    _check_options(ctx, "nfe_curve", NFE_CURVE_DEFAULTS)
+    factors = sorted({float(f) for f in _opt(ctx, "factors", NFE_CURVE_DEFAULTS["factors"])} - {1.0})
+    if not factors or min(factors) <= 0:
+        raise ValueError(f"[metrics.nfe_curve] factors must be positive numbers other than 1, got {factors}")
+    cap = 500 if ctx.spec.kind == "vector" else 300
+    n = min(ctx.samples.shape[0], int(_opt(ctx, "n", 0)) or cap)
+    if ctx.spec.kind == "vector":
+        target = ctx.dataset.target
+        if target is None:
+            return None
+        y = target.sample(n, ctx.generator)
+        bw = T.bandwidths_from(y)
+
+        def quality(x):
+            return T.mmd2_unbiased(x, y, bw)
+
+        statistic, floor = "mmd", T.mmd2_unbiased(target.sample(n, ctx.generator), y, bw)
+    else:
+        if not _has_labels(ctx):
+            return None
+        from harness.metrics import fid
+
+        space = fid.cnn_space(ctx.dataset)
+
+        def quality(x):
+            return fid.image_fidelity(ctx.dataset, x, space, cache_root=ctx.cache_dir / "fidelity",
+                                      cuda=ctx.device.type == "cuda", n=n, isc=False)["fid_cnn"]
+
+        statistic, floor = "fid_cnn", None
+    curve = []
+    for f in [*factors, 1.0]:
+        x, nfe = (ctx.samples[:n], ctx.nfe) if f == 1.0 else ctx.resample(f, n)
+        q = quality(x)
+        if isinstance(q, dict):
+            floor = q["floor"]
+            q = q["value"]
+        curve.append({"factor": f, "nfe": nfe, "value": float(q)})
+    protocol = {"statistic": statistic, "n": n, "factors": factors,
+                "scaled": "every sampler-length field of the method, rounded, at least 1"}
+    return MetricValue(curve[0]["value"], floor=floor, protocol=protocol, details={"curve": curve})
+
+
 VECTOR, IMAGE, BOTH = frozenset({"vector"}), frozenset({"image"}), frozenset({"vector", "image"})
 
 METRICS = (
@@ -266,6 +320,8 @@ METRICS = (
            False, IMAGE, compute_fid_inception),
     Metric("class_kl", "KL(data class histogram ‖ samples' predicted class histogram), domain classifier",
            False, IMAGE, compute_class_kl),
+    Metric("nfe_curve", "Quality (MMD² or FID_cnn) against NFE: the sampler rerun at fractions of its length; "
+           "value at the shortest", False, BOTH, compute_nfe_curve, frozenset({"resample"})),
     Metric("mixing", "Stationary-chain mixing: autocorrelation time, ESS, split-R̂, ESS rates, mode hopping",
            True, BOTH, compute_mixing, frozenset({"chain"})),
 )

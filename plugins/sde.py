@@ -429,6 +429,11 @@ class ScoreSDE(Method):
     description = "Score-based generative modelling through SDEs (VE/VP/sub-VP; PC, Euler-Maruyama, ODE samplers)"
     Config = SDEConfig
 
+    @property
+    def sampler_length(self) -> tuple[str, ...]:  # type: ignore[override]
+        """The time steps of pc / euler_maruyama; none for the adaptive probability-flow ODE."""
+        return () if self.config.sampler == "ode" else ("steps",)
+
     def __init__(self, config: SDEConfig, spec):
         super().__init__(config, spec)
         for field, table in (("sde", SDES), ("sampler", SAMPLERS), ("trace_estimator", TRACE_ESTIMATORS)):

@@ -226,6 +226,7 @@ class SSM(Method):
     name = "ssm"
     description = "Sliced score matching (SSM, SSM-VR, FD-SSM), plain or over an NCSN noise ladder"
     Config = SSMConfig
+    sampler_length = ("steps_per_level", "langevin_steps")  # ladder / no-noise sampler
 
     def __init__(self, config: SSMConfig, spec):
         super().__init__(config, spec)

@@ -241,6 +241,7 @@ class WalkJump(Method):
     name = "walk_jump"
     description = "M-density walk-jump sampling: learn x̂(y) from M noisy measurements, walk in y, jump to x"
     Config = WalkJumpConfig
+    sampler_length = ("steps",)
 
     def __init__(self, config: WalkJumpConfig, spec):
         super().__init__(config, spec)

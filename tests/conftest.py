@@ -98,6 +98,7 @@ def make_fake_plugin():
 
         name = "tiny"
         Config = TinyConfig
+        sampler_length = ("steps",)
 
         def __init__(self, config, spec):
             super().__init__(config, spec)

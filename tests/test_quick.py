@@ -41,11 +41,15 @@ def test_quick_config_runs_end_to_end(tmp_path):
         assert rec["metric_errors"] == {}, (where, rec["metric_errors"])
         assert rec["params"] > 0 and rec["nfe"] > 0 and rec["timings"]["train_peak_memory_bytes"] > 0
         assert (out / "runs" / rec["run_id"] / "samples.png").stat().st_size > 0
-        wanted = (TOY_METRICS if ds == "ring8" else IMAGE_METRICS) | (MIXING if method != "sde" else set())
+        wanted = (TOY_METRICS if ds == "ring8" else IMAGE_METRICS) | {"nfe_curve"}
+        wanted |= MIXING if method != "sde" else set()  # sde has no stationary chain
         missing = wanted - set(rec["metrics"])
         assert not missing, f"{where}: metrics {sorted(missing)} missing from the record"
         for name, m in rec["metrics"].items():
             assert isinstance(m["value"], float) and m["higher_is_better"] in (True, False), (where, name)
+    for ds, metric in (("ring8", "mmd"), ("ring8", "energy_distance"), ("digits", "fid_cnn")):
+        floors = {recs[(m, ds)]["metrics"][metric]["floor"] for m in METHODS}
+        assert len(floors) == 1, f"{metric} on {ds}: every method must face the same reference samples: {floors}"
     assert "nll" in recs[("sde", "ring8")]["metrics"]  # the probability-flow likelihood
     assert "fisher_divergence" in recs[("walk_jump", "ring8")]["metrics"]
 

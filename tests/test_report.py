@@ -68,7 +68,7 @@ warmup_steps = 2
 
 [eval]
 n_samples = 128
-metrics = ["mmd", "energy_distance"]
+metrics = ["mmd", "energy_distance", "nfe_curve"]
 
 [backbones.mlp]
 width = 16
@@ -136,7 +136,7 @@ def test_report_has_every_section_and_its_images(results):
     for src in page.imgs:  # every image is a file beside the page, none from the network
         assert not src.startswith(("http:", "https:", "/")) and (index.parent / src).is_file(), src
     names = {Path(s).name for s in page.imgs}
-    assert {"gauss2_tradeoff_0.png", "gauss2_throughput.png", "gauss2_acf_traces.png"} <= names
+    assert {"gauss2_tradeoff_0.png", "gauss2_nfe_curves.png", "gauss2_throughput.png", "gauss2_acf_traces.png"} <= names
     assert sum(s.startswith("img/samples/") for s in page.imgs) == 2  # one per variant
     assert "http" not in index.read_text().replace("http-equiv", "")
 

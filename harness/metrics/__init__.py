@@ -4,7 +4,9 @@ A metric declares its direction (`higher_is_better`), the data kinds it applies 
 {"vector", "image"}) and what else it requires (`requires`, a subset of):
 - ``chain``: a stationary chain (mixing diagnostics);
 - ``target``: an exact target density (toy data);
-- ``score`` / ``likelihood``: the method's optional score or likelihood capability.
+- ``score`` / ``likelihood``: the method's optional score or likelihood capability;
+- ``resample``: drawing fresh samples with the sampler shortened or lengthened (the method declares
+  `sampler_length`), for quality as a function of NFE.
 `compute(ctx)` returns a `MetricValue`, or a dict of them keyed by full metric name when one computation yields
 several numbers (e.g. ``ess_bulk``, ``ess_tail``, ``rhat``).
 """
@@ -24,7 +26,7 @@ if TYPE_CHECKING:
     from harness.method import Chain
 
 DATA_KINDS = frozenset({"vector", "image"})
-CAPABILITIES = frozenset({"chain", "target", "score", "likelihood"})
+CAPABILITIES = frozenset({"chain", "target", "score", "likelihood", "resample"})
 
 
 @dataclass
@@ -55,6 +57,8 @@ class EvalContext:
     score_sigma: float | None = None
     log_likelihood: Callable[[Tensor], Tensor] | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    # factor -> (n fresh samples in model space on CPU, NFE per sample) from the sampler with its length scaled
+    resample: Callable[[float, int], tuple[Tensor, int]] | None = None
     options: dict[str, Any] = field(default_factory=dict)  # [metrics.<name>] from the config
     requested: bool = False  # the metric was named in eval.metrics (not chosen by "auto"): expensive or
     # default-off metrics (fid_inception on CPU) run when requested and skip (return None) under "auto"
@@ -86,4 +90,6 @@ class Metric:
             have.add("score")
         if ctx.log_likelihood is not None:
             have.add("likelihood")
+        if ctx.resample is not None:
+            have.add("resample")
         return ctx.spec.kind in self.applies_to and self.requires <= have
