@@ -13,15 +13,10 @@ from harness.plugins import PluginHost
 
 
 def fid_weights_status() -> dict[str, Any]:
+    from harness.metrics.inception import weights_status
+
     try:
-        from harness.metrics import inception
-    except ImportError as exc:
-        return {"status": "unavailable", "detail": f"metrics module missing: {exc}"}
-    probe = getattr(inception, "weights_status", None)
-    if probe is None:
-        return {"status": "unknown", "detail": "harness.metrics.inception has no weights_status()"}
-    try:
-        return probe()
+        return weights_status()
     except Exception as exc:  # noqa: BLE001 - doctor reports, never fails
         return {"status": "error", "detail": f"{type(exc).__name__}: {exc}"}
 

@@ -272,6 +272,20 @@ def test_inception_weights_resolution_prefers_valid_files(monkeypatch, tmp_path)
         I.inception_weights(build=False)
 
 
+def test_weights_status_for_doctor_builds_nothing(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(I, "torch_hub_weights_path", lambda: tmp_path / "hub.pth")
+    monkeypatch.setattr(I, "build_inception_weights", lambda *a: pytest.fail("doctor must not build weights"))
+    monkeypatch.setattr(I, "fid_helper_torchscript_path", lambda: None)
+    st = I.weights_status()
+    assert st["status"] == "missing" and "scorebench[fid]" in st["detail"]
+    monkeypatch.setattr(I, "fid_helper_torchscript_path", lambda: tmp_path / "default_1.pt")
+    assert I.weights_status()["status"] == "buildable"
+    (tmp_path / "hub.pth").write_bytes(b"x")
+    st = I.weights_status()
+    assert st["status"] == "ok" and "Inception Score available" in st["detail"]
+
+
 @pytest.mark.slow
 def test_inception_fid_in_memory_equals_torch_fidelity_on_png_files(built_weights, digits, tmp_path):
     """Same uint8 images, once in memory and once as PNG files read by torch-fidelity itself: same FID and KID.

