@@ -209,6 +209,9 @@ class Suite:
     source: str
     suite: SuiteConfig
     jobs: list[Job]
+    # every [methods.<name>] and [datasets.<name>] table named in the config, checked against the registries
+    method_tables: set[str] = field(default_factory=set)
+    dataset_tables: set[str] = field(default_factory=set)
 
 
 def _check_top(raw: dict[str, Any], where: str) -> None:
@@ -259,7 +262,11 @@ def resolve_suite(raw: dict[str, Any], source: str = "<config>", sets: list[str]
                 jobs.append(Job(method, ds, seed, suite, train, ev,
                                 copy.deepcopy(merged["methods"].get(method, {})),
                                 copy.deepcopy(merged["backbones"]), copy.deepcopy(merged["metrics"])))
-    return Suite(source, suite, jobs)
+    method_tables = set(raw.get("methods", {}))
+    for over in per_dataset.values():
+        if isinstance(over, dict):
+            method_tables |= set(over.get("methods", {}))
+    return Suite(source, suite, jobs, method_tables, set(per_dataset))
 
 
 def load_suite(path: str | Path, sets: list[str] = (), cli: dict[str, Any] | None = None,

@@ -137,12 +137,22 @@ def validate_suite(host: PluginHost, suite: Suite) -> None:
         regs["methods"].entry(name)
     for name in suite.suite.datasets:
         regs["datasets"].entry(name)
+    # a misspelled [methods.<name>] or [datasets.<name>] table must not be silently ignored
+    named = (("methods", "method", suite.method_tables), ("datasets", "data set", suite.dataset_tables))
+    for kind, noun, tables in named:
+        for name in sorted(tables):
+            if name not in regs[kind]:
+                raise ConfigError(f"{suite.source}: [{kind}.{name}]: " + did_you_mean(noun, name, regs[kind].names()))
     for job in suite.jobs:
         regs["methods"].get(job.method).make_config(job.method_options)
         for bname in job.backbone_options:
             backbone_options(host, bname, job.backbone_options)
-        for mname in job.metric_options:
-            regs["metrics"].entry(mname)
+        for mname, opts in job.metric_options.items():
+            metric = regs["metrics"].get(mname)
+            unknown = sorted(set(opts) - set(metric.options)) if metric.options is not None else []
+            if unknown:
+                raise ConfigError(f"{suite.source}: [metrics.{mname}]: unknown option(s) {unknown}; valid: "
+                                  f"{', '.join(sorted(metric.options)) or '(none)'}")
         for mname in job.eval.metrics:
             if mname != "auto":
                 regs["metrics"].entry(mname)

@@ -82,6 +82,21 @@ def test_unknown_config_key_exits_2(invoke, tiny_config):
     assert r.exit_code == 2 and "did you mean 'sigma'" in r.output
 
 
+def test_misspelled_tables_and_metric_options_exit_2(invoke, tiny_config):
+    """A table for a method, data set or metric option that does not exist is an error, never silently ignored."""
+    for item, words in (("methods.tinyy.sigma=0.1", ["[methods.tinyy]", "did you mean 'tiny'"]),
+                        ("datasets.gaus2.train.steps=3", ["[datasets.gaus2]", "did you mean 'gauss2'"]),
+                        ("metrics.mmd.max_nn=3", ["[metrics.mmd]", "'max_nn'", "valid: max_n"]),
+                        ("metrics.mmdd.max_n=3", ["unknown metric 'mmdd'", "did you mean 'mmd'"])):
+        r = invoke("run", tiny_config, "--set", item)
+        assert r.exit_code == 2, (item, r.output)
+        for w in words:
+            assert w in r.output, (item, w, r.output)
+    r = invoke("run", tiny_config, "--set", "methods.dsm.sigma=0.1", "--set", "metrics.mixing.steps=10",
+               "--out", "res", "--quiet")  # tables of registered names outside this suite are fine
+    assert r.exit_code == 0, r.output
+
+
 def test_missing_config_file_exits_2(invoke, tmp_path):
     r = invoke("run", tmp_path / "nope.toml")
     assert r.exit_code == 2 and "not found" in r.output

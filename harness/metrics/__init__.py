@@ -72,6 +72,7 @@ class Metric:
     applies_to: frozenset[str]  # data kinds
     compute: Callable[[EvalContext], MetricValue | dict[str, MetricValue]]
     requires: frozenset[str] = frozenset()  # capabilities that must all be present
+    options: frozenset[str] | None = None  # the [metrics.<name>] keys it reads; None: not checked
 
     def __post_init__(self):
         if not self.applies_to <= DATA_KINDS or not self.requires <= CAPABILITIES:
