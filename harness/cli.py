@@ -72,6 +72,7 @@ def list_cmd(kind, plugins_dir):
 def plugins(plugins_dir):
     """JSON list of loaded plugins: name, version, hooks, and the error of any that failed to load."""
     host = _host(plugins_dir)
+    host.registries  # noqa: B018 - registering runs the hooks: duplicate names and wrong types show up as errors
     click.echo(json.dumps([i.as_dict() for i in host.infos.values()], indent=2))
 
 

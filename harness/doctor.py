@@ -23,6 +23,7 @@ def fid_weights_status() -> dict[str, Any]:
 
 def diagnose(host: PluginHost, data_root: str | None = None, check_data: bool = True) -> dict[str, Any]:
     root, source = resolve_data_root(data_root)
+    host.registries  # noqa: B018 - run the register hooks first, so rejected registrations are reported below
     cuda = torch.cuda.is_available()
     report: dict[str, Any] = {
         "python": platform.python_version(),

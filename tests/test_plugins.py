@@ -91,6 +91,35 @@ def test_duplicate_names_name_both_providers():
     assert h.registries["methods"].entry("dsm").provider == "plugins.dsm"
 
 
+def test_rejected_registrations_show_in_plugins_and_doctor(tmp_path):
+    """The error of a plugin that imports fine but registers a duplicate name reaches `plugins` and `doctor`."""
+    import json
+
+    from click.testing import CliRunner
+
+    from harness.cli import cli
+
+    folder = tmp_path / "plugs"
+    folder.mkdir()
+    (folder / "dupe.py").write_text(textwrap.dedent("""
+        from harness.hookspecs import hookimpl
+        from plugins.dsm import DSM
+
+        class Again(DSM):
+            pass
+
+        @hookimpl
+        def register_methods(register):
+            register(Again)
+    """))
+    for args in (["plugins"], ["doctor", "--json", "--data-root", str(tmp_path)]):
+        out = CliRunner().invoke(cli, [*args, "--plugins-dir", str(folder)])
+        assert out.exit_code == 0, out.output
+        rep = json.loads(out.output)
+        infos = {i["name"]: i for i in (rep if args == ["plugins"] else rep["plugins"])}
+        assert "registered twice" in infos["dupe"]["error"] and "plugins.dsm" in infos["dupe"]["error"], args
+
+
 def test_wrong_type_is_rejected():
     mod = types.SimpleNamespace(register_methods=hookimpl(lambda register: register(object)))
     h = PluginHost(entry_points=False)
