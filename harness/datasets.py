@@ -20,6 +20,14 @@ from torch import Tensor
 from harness.errors import DataError
 from harness.toy import ToyTarget
 
+
+class MissingDataError(DataError):
+    """A data set's files are not under the data root."""
+
+
+class ChecksumError(DataError):
+    """A data file's MD5 differs from the published one."""
+
 ENV_DATA_ROOT = "SCOREBENCH_DATA"
 Split = Literal["train", "test"]
 
@@ -101,14 +109,24 @@ class Dataset(ABC):
             cache[split] = self.load_split(split)
         return cache[split]
 
-    def available(self) -> tuple[bool, str]:
-        """(found, message) without raising: for `scorebench doctor`."""
+    def check(self) -> tuple[str, str]:
+        """("found" | "missing" | "checksum mismatch" | "error", detail) without raising: for `scorebench doctor`.
+        This default loads both splits; data sets with files override it to check them without loading."""
         try:
             self.split("train")
             self.split("test")
+        except ChecksumError as e:
+            return "checksum mismatch", str(e)
+        except MissingDataError as e:
+            return "missing", str(e)
         except DataError as e:
-            return False, str(e)
-        return True, "ok"
+            return "error", str(e)
+        return "found", "ok"
+
+    def available(self) -> tuple[bool, str]:
+        """(found, message) without raising."""
+        status, detail = self.check()
+        return status == "found", detail
 
     @property
     def target(self) -> ToyTarget | None:

@@ -40,8 +40,8 @@ def diagnose(host: PluginHost, data_root: str | None = None, check_data: bool = 
     if check_data:
         for entry in host.registries["datasets"]:
             ds = entry.obj(root=data_root or None)
-            found, message = ds.available()
-            report["datasets"][entry.name] = {"found": found, "detail": message}
+            status, detail = ds.check()
+            report["datasets"][entry.name] = {"found": status == "found", "status": status, "detail": detail}
     return report
 
 
@@ -56,8 +56,8 @@ def format_report(rep: dict[str, Any]) -> str:
         f"{'exists' if rep['data_root']['exists'] else 'does not exist'})",
     ]
     for name, d in rep["datasets"].items():
-        mark = "ok     " if d["found"] else "MISSING"
-        lines.append(f"  {mark} {name}" + ("" if d["found"] else f": {d['detail']}"))
+        mark = {"found": "ok", "missing": "MISSING", "checksum mismatch": "BAD MD5"}.get(d["status"], "ERROR")
+        lines.append(f"  {mark:<7} {name}" + ("" if d["found"] else f": {d['detail']}"))
     fw = rep["fid_weights"]
     lines.append(f"fid weights  {fw.get('status')}" + (f": {fw['detail']}" if fw.get("detail") else ""))
     lines.append("plugins")

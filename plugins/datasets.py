@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from harness.datasets import ENV_DATA_ROOT, Dataset, Split, default_cache_dir, md5sum
+from harness.datasets import ENV_DATA_ROOT, ChecksumError, Dataset, MissingDataError, Split, default_cache_dir, md5sum
 from harness.errors import DataError
 from harness.hookspecs import hookimpl
 from harness.toy import Banana, GaussianMixture, ToyTarget, grid_mixture, ring_mixture
@@ -82,14 +82,6 @@ CIFAR10_BIN_SPLITS = {"train": [f"data_batch_{i}.bin" for i in range(1, 6)], "te
 CIFAR10_RECORD = 1 + 3 * 32 * 32
 
 
-class MissingDataError(DataError):
-    """A data set's files are not under the data root."""
-
-
-class ChecksumError(DataError):
-    """A data file's MD5 differs from the published one."""
-
-
 _MD5_CACHE: dict[tuple[str, int, int], str] = {}
 
 
@@ -126,10 +118,6 @@ class ToyDataset(Dataset):
 
     def check(self) -> tuple[str, str]:
         return "found", "synthetic (exact target, fixed seeds)"
-
-    def available(self) -> tuple[bool, str]:
-        status, detail = self.check()
-        return status == "found", detail
 
 
 class Ring8(ToyDataset):
@@ -172,10 +160,6 @@ class ImageDataset(Dataset):
             return "missing", str(e)
         except ChecksumError as e:
             return "checksum mismatch", str(e)
-
-    def available(self) -> tuple[bool, str]:
-        status, detail = self.check()
-        return status == "found", detail
 
     def verify(self) -> str:
         """Check the files (presence, MD5) and return a one-line description of what was found."""

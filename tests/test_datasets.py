@@ -174,6 +174,13 @@ def test_a_corrupt_idx_file_is_refused_and_named(tmp_path):
     assert str(raw / "t10k-labels-idx1-ubyte") in str(err.value)
     assert ds.MNIST(tmp_path).check()[0] == "checksum mismatch"
     assert ds.MNIST(tmp_path).available()[0] is False
+    from click.testing import CliRunner
+
+    from harness.cli import cli
+
+    out = CliRunner().invoke(cli, ["doctor", "--data-root", str(tmp_path)]).output
+    assert "BAD MD5 mnist" in out and "t10k-labels-idx1-ubyte" in out  # doctor tells corrupt from missing
+    assert "MISSING fashion_mnist" in out
 
 
 @pytest.mark.parametrize("name", list(IDX) + ["cifar10"])
