@@ -304,16 +304,16 @@ def sample_in_batches(method: Method, model: nn.Module, n: int, batch: int,
     return torch.cat(out)[:n], nfe
 
 
-def check_samples(job: Job, samples: torch.Tensor, spec) -> None:
-    """A sample that is not finite, or lies many data ranges away from the data, marks the job diverged."""
+def check_samples(job: Job, samples: torch.Tensor, spec, step: int) -> None:
+    """A sample that is not finite, or lies many data ranges away from the data, marks the job diverged (at the
+    training step reached, `step`)."""
     if not torch.isfinite(samples).all():
-        raise Diverged(job.train.steps, "samples contain NaN or Inf")
+        raise Diverged(step, "samples contain NaN or Inf")
     lo, hi = spec.value_range
     span = hi - lo
     worst = float(samples.abs().max())
     if worst > max(abs(lo), abs(hi)) + job.eval.divergence_factor * span:
-        raise Diverged(job.train.steps,
-                       f"sample magnitude {worst:.3g} exceeds {job.eval.divergence_factor} data ranges")
+        raise Diverged(step, f"sample magnitude {worst:.3g} exceeds {job.eval.divergence_factor} data ranges")
 
 
 def _resampler(job: Job, comp: Components, model: nn.Module, device: torch.device):
@@ -466,7 +466,7 @@ def run_job(host: PluginHost, job: Job, out: Path, *, resume: bool = False, prog
         }
         rec["timings"], rec["nfe"] = timings, nfe
         rec["artifacts"].update(save_samples(run_dir, comp.dataset, samples))
-        check_samples(job, samples, comp.dataset.spec)
+        check_samples(job, samples, comp.dataset.spec, state.step)
         metrics, errors = evaluate(host, job, comp, sample_model, samples, nfe, device, timings,
                                    out / ".cache")
         rec["metrics"], rec["metric_errors"] = metrics, errors

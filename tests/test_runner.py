@@ -161,7 +161,26 @@ def test_diverging_samples_mark_the_job_diverged(host, tiny_config, tmp_path, mo
     out = run_job(host, _suite(host, tiny_config).jobs[0], tmp_path, progress=False)
     rec = records.read_record(out.run_dir / "record.json")
     assert rec["status"] == "diverged" and "sample magnitude" in rec["error"]["message"]
+    assert rec["error"]["step"] == 12  # the training step reached (tiny_config: 12 steps)
     assert (out.run_dir / "samples.npz").exists()  # the evidence is kept
+    job = _suite(host, tiny_config, "train.steps=0", "train.seconds=0.2").jobs[0]  # a time budget
+    rec = records.read_record(run_job(host, job, tmp_path, progress=False).run_dir / "record.json")
+    assert rec["status"] == "diverged" and rec["error"]["step"] == rec["train"]["steps"] > 0
+
+
+def test_record_timings_are_consistent(host, tiny_config, tmp_path):
+    """The rates in the record follow from its counts: examples/s = steps/s × batch, NFE/s = NFE × samples/s,
+    samples/s × sampling seconds = n; warm-up steps are excluded and said so; every metric's seconds recorded."""
+    job = _suite(host, tiny_config, "eval.metrics=['mmd', 'nfe_curve']").jobs[0]
+    rec = records.read_record(run_job(host, job, tmp_path, progress=False).run_dir / "record.json")
+    t = rec["timings"]
+    assert rec["status"] == "ok" and t["train_steps"] == 12 and t["warmup_steps_excluded"] > 0
+    assert t["examples_per_second"] == pytest.approx(t["steps_per_second"] * 32)
+    assert t["nfe_per_second"] == pytest.approx(t["nfe_per_sample"] * t["samples_per_second"])
+    assert t["samples_per_second"] * t["sample_seconds"] == pytest.approx(64)
+    assert t["train_peak_memory_bytes"] > 0 and t["sample_peak_memory_bytes"] > 0 and t["peak_memory_kind"]
+    assert set(t["metric_seconds"]) == {"mmd", "nfe_curve"} and all(v > 0 for v in t["metric_seconds"].values())
+    assert rec["nfe"] == t["nfe_per_sample"] == 20  # the tiny sampler's 20 steps
 
 
 def test_seconds_budget_stops_training(host, tiny_config, tmp_path):
