@@ -89,7 +89,7 @@ def load_runs(results: Path) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
     run_cols = ["run_id", "path", "method", "dataset", "seed", "status", "variant", "variant_config", "budget",
                 "error", "nfe", "train_seconds", "params", "metric_errors"]
     val_cols = ["run_id", "method", "dataset", "seed", "variant", "budget", "metric", "value", "higher_is_better",
-                "floor", "protocol", "protocol_key"]
+                "floor", "protocol", "protocol_key", "reliable"]
     runs_df = pd.DataFrame(runs, columns=run_cols).sort_values(["dataset", "method", "variant", "seed", "run_id"])
     vals_df = pd.DataFrame(values, columns=val_cols).sort_values(["dataset", "metric", "method", "seed", "run_id"])
     return runs_df.reset_index(drop=True), vals_df.reset_index(drop=True), sorted(problems)
@@ -116,6 +116,7 @@ def _record_rows(r: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]
             "variant": run["variant"], "budget": run["budget"], "metric": str(name), "value": to_number(m.get("value")),
             "higher_is_better": m.get("higher_is_better"), "floor": to_number(m.get("floor")),
             "protocol": protocol, "protocol_key": canonical(protocol),
+            "reliable": (m.get("details") or {}).get("reliable") if isinstance(m.get("details"), dict) else None,
         })
     return run, vals
 
@@ -320,11 +321,10 @@ def _table(ds, metric, hib, proto, diff, runs, mvals, values, labels, notes) -> 
     run_ids = set(runs["run_id"])
     others = values[values["run_id"].isin(run_ids) & (values["metric"] != metric)]
     columns, legend = _extra_columns(others)
-    rows, floors = [], []
+    rows = []
     for (method, variant), g in runs.groupby(["method", "variant"], sort=True):
         mine = mvals[(mvals["method"] == method) & (mvals["variant"] == variant)]
         cell = Cell(*mean_ci(list(mine["value"])))
-        floors.extend(mine["floor"])
         statuses = list(g["status"])
         note = ""
         if cell.n == 0:
@@ -340,11 +340,23 @@ def _table(ds, metric, hib, proto, diff, runs, mvals, values, labels, notes) -> 
     for row, rank in zip(rows, ranks([r.value.mean for r in rows], hib), strict=True):
         row.rank = rank
     rows.sort(key=lambda r: (r.rank is None, r.rank or 0, r.label, r.variant))
-    floor = Cell(*mean_ci(floors))
+    floor = Cell(*mean_ci(per_seed_floors(mvals)))
     if floor.n:
         extra = _extra_cells(others, columns, floor=True)
-        rows.append(Row(FLOOR_LABEL, "", "", None, floor, f"{floor.n} measurements", extra=extra, is_floor=True))
-    return Table(ds, metric, hib, proto, diff, [c for c, _, _ in columns], rows, list(notes) + legend)
+        rows.append(Row(FLOOR_LABEL, "", "", None, floor, f"{floor.n} seed{'s' * (floor.n > 1)}", extra=extra,
+                        is_floor=True))
+    return Table(ds, metric, hib, proto, diff, [c for c, _, _ in columns], rows,
+                 list(notes) + legend + _reliability_notes(values[values["run_id"].isin(run_ids)], labels))
+
+
+def _reliability_notes(vals: pd.DataFrame, labels: dict[tuple[str, str], str]) -> list[str]:
+    """Which rows' mixing estimates come from chains shorter than 50 autocorrelation times (Sokal's rule)."""
+    bad = vals[[r is False for r in vals["reliable"]]] if len(vals) else vals
+    names = sorted({labels[(m, v)] for m, v in zip(bad["method"], bad["variant"], strict=True)})
+    if not names:
+        return []
+    return [f"mixing estimates of {', '.join(names)} are unreliable: their chains ran fewer than 50 autocorrelation "
+            "times (raise [metrics.mixing] steps)"]
 
 
 def _extra_columns(others: pd.DataFrame) -> tuple[list[tuple[str, str, str]], list[str]]:
@@ -366,11 +378,20 @@ def _extra_columns(others: pd.DataFrame) -> tuple[list[tuple[str, str, str]], li
     return cols, legend
 
 
+def per_seed_floors(vals: pd.DataFrame) -> list[float]:
+    """One real-vs-real floor per seed: every method of a seed is measured against the same reference samples,
+    so its records repeat one measurement, which must not count as many."""
+    if vals.empty:
+        return []
+    fin = vals[[math.isfinite(v) for v in vals["floor"]]]
+    return [float(g["floor"].mean()) for _, g in fin.groupby("seed", sort=True)]
+
+
 def _extra_cells(vals: pd.DataFrame, columns, floor: bool = False) -> dict[str, Cell]:
     out = {}
     for name, m, key in columns:
         g = vals[(vals["metric"] == m) & (vals["protocol_key"] == key)]
-        out[name] = Cell(*mean_ci(list(g["floor" if floor else "value"])))
+        out[name] = Cell(*mean_ci(per_seed_floors(g) if floor else list(g["value"])))
     return out
 
 
