@@ -183,7 +183,8 @@ def new_plugin(name, directory):
     folder, written = scaffold(name, Path(directory) if directory else None)
     for path in written:
         click.echo(f"wrote {path}")
-    click.echo(f"next: scorebench check-plugin {name} --plugins-dir {folder}   (or: pip install -e {folder})")
+    click.echo(f"next: scorebench check-plugin {name} --plugins-dir {folder}   "
+               f"(or install it: pip install --no-build-isolation -e {folder})")
 
 
 @cli.command("check-plugin")

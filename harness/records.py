@@ -80,9 +80,11 @@ class RecordError(Exception):
 
 def read_record(path: Path) -> dict[str, Any]:
     try:
-        data = json.loads(Path(path).read_text())
-    except json.JSONDecodeError as exc:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise RecordError(f"{path}: not valid JSON ({exc})") from None
+    except OSError as exc:
+        raise RecordError(f"{path}: cannot be read ({exc})") from None
     if not isinstance(data, dict):
         raise RecordError(f"{path}: expected a JSON object")
     if data.get("schema_version") != SCHEMA_VERSION:

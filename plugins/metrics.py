@@ -110,10 +110,14 @@ def compute_nll(ctx: EvalContext) -> MetricValue:
     nll = T.mean_nll(ctx.log_likelihood, x, int(_opt(ctx, "batch", 512)))
     target = ctx.dataset.target
     floor = T.mean_nll(target.log_prob, x) if target is not None else None
-    details = {"unit": "nats per example, model space"}
-    if ctx.spec.kind == "image":
-        details["bits_per_dim_model_space"] = nll / (ctx.spec.dim * math.log(2))
-    return MetricValue(nll, floor=floor, protocol={"n": n, "split": "test (first n)"}, details=details)
+    protocol = {"n": n, "split": "test (first n)"}
+    if ctx.spec.kind == "vector":
+        return MetricValue(nll, floor=floor, protocol=protocol, details={"unit": "nats per example, model space"})
+    # images: the method returns log P of the 8-bit image (a uniform-dequantisation bound), so bits/dim follows
+    unit = "nats per 8-bit image (uniform dequantisation bound)"
+    return {"nll": MetricValue(nll, protocol=protocol, details={"unit": unit}),
+            "bits_per_dim": MetricValue(nll / (ctx.spec.dim * math.log(2)), False, protocol=protocol,
+                                        details={"unit": "bits per dimension of the 8-bit image"})}
 
 
 # images ------------------------------------------------------------------------------------------------------

@@ -238,8 +238,10 @@ def test_leaderboard_command(results, tmp_path):
     shutil.copytree(results, tmp_path / "copy")
     (tmp_path / "copy" / "runs" / "broken").mkdir()
     (tmp_path / "copy" / "runs" / "broken" / "record.json").write_text("{")
+    (tmp_path / "copy" / "runs" / "binary").mkdir()
+    (tmp_path / "copy" / "runs" / "binary" / "record.json").write_bytes(b"\xff\xfe\x00garbage")
     r = runner.invoke(group, ["leaderboard", "--results", str(tmp_path / "copy")])
-    assert r.exit_code == 0 and "runs/broken/record.json" in r.stderr
+    assert r.exit_code == 0 and "runs/broken/record.json" in r.stderr and "runs/binary/record.json" in r.stderr
 
 
 def test_ok_run_without_the_metric_is_shown_as_na(results):

@@ -4,8 +4,10 @@ on the 2-D ring and on digits, through the real CLI, records with every applicab
 from __future__ import annotations
 
 import json
+import math
 import re
 
+import pytest
 from click.testing import CliRunner
 from conftest import REPO
 
@@ -50,7 +52,9 @@ def test_quick_config_runs_end_to_end(tmp_path):
     for ds, metric in (("ring8", "mmd"), ("ring8", "energy_distance"), ("digits", "fid_cnn")):
         floors = {recs[(m, ds)]["metrics"][metric]["floor"] for m in METHODS}
         assert len(floors) == 1, f"{metric} on {ds}: every method must face the same reference samples: {floors}"
-    assert "nll" in recs[("sde", "ring8")]["metrics"]  # the probability-flow likelihood
+    assert "nll" in recs[("sde", "ring8")]["metrics"]
+    img = recs[("sde", "digits")]["metrics"]  # bits/dim of the 8-bit digits through the probability-flow ODE
+    assert img["bits_per_dim"]["value"] == pytest.approx(img["nll"]["value"] / (64 * math.log(2)))
     assert "fisher_divergence" in recs[("walk_jump", "ring8")]["metrics"]
 
     board = CliRunner().invoke(cli, ["leaderboard", "--results", str(out)])

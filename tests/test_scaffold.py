@@ -90,6 +90,6 @@ def test_new_plugin_command(tmp_path):
     runner = CliRunner()
     r = runner.invoke(cli, ["new-plugin", "cmd_method", "--dir", str(tmp_path / "p")])
     assert r.exit_code == 0, r.output
-    assert (tmp_path / "p" / "cmd_method.py").is_file() and "pip install -e" in r.output
+    assert (tmp_path / "p" / "cmd_method.py").is_file() and "pip install --no-build-isolation -e" in r.output
     r = runner.invoke(cli, ["new-plugin", "Bad-Name", "--dir", str(tmp_path / "q")])
     assert r.exit_code == 2 and "lower-case Python identifier" in r.output
