@@ -304,9 +304,6 @@ def test_check_plugin_command(tmp_path):
 # every built-in method (slow: about 5-20 s each on 2 CPU cores) -------------------------------------------------
 
 KNOWN_FAILURES: dict[str, str] = {}  # method -> reason, run as strict xfail
-# mdsm's default chain step (ε = 0.02, x ← x − ½ε²∇E + εξ) relaxes a 0.7-std Gaussian in ~10⁴ steps: the kit's
-# burn-in (≤ 8000) cannot tell that slow drift from non-invariance, so the check runs with a larger step
-KIT_CONFIG = {"mdsm": {"chain_step_size": 0.1}}
 
 
 def _builtin_methods():
@@ -322,4 +319,4 @@ def _builtin_methods():
 def test_builtin_method_conforms(name):
     from harness.plugins import get_plugin_host
 
-    check_method(get_plugin_host().registries["methods"].get(name), config=KIT_CONFIG.get(name))
+    check_method(get_plugin_host().registries["methods"].get(name))
