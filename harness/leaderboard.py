@@ -116,7 +116,7 @@ def _record_rows(r: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]
             "variant": run["variant"], "budget": run["budget"], "metric": str(name), "value": to_number(m.get("value")),
             "higher_is_better": m.get("higher_is_better"), "floor": to_number(m.get("floor")),
             "protocol": protocol, "protocol_key": canonical(protocol),
-            "reliable": (m.get("details") or {}).get("reliable") if isinstance(m.get("details"), dict) else None,
+            "reliable": m["details"].get("reliable") if isinstance(m.get("details"), dict) else None,
         })
     return run, vals
 
@@ -594,9 +594,3 @@ def _write(path: Path, text: str) -> None:
     from harness.records import atomic_write
 
     atomic_write(Path(path), lambda f: f.write(text))
-
-
-def markdown(results: Path) -> tuple[str, list[str]]:
-    """The Markdown leaderboard over `results` and the problems (kept for callers of the first version)."""
-    tables, problems = build_tables(Path(results))
-    return to_markdown(tables, problems), problems

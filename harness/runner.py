@@ -365,10 +365,10 @@ def evaluate(host: PluginHost, job: Job, comp: Components, model: nn.Module, sam
         except Exception as exc:  # noqa: BLE001 - a metric's failure is data for the record
             errors[metric.name] = f"{type(exc).__name__}: {exc}"
             continue
-        if out is not None:  # seconds per evaluation of each metric (an FID's includes its feature extraction)
-            timings.setdefault("metric_seconds", {})[metric.name] = clock.seconds
         if out is None:
             continue
+        # seconds per evaluation of each metric (an FID's includes its feature extraction)
+        timings.setdefault("metric_seconds", {})[metric.name] = clock.seconds
         items = out.items() if isinstance(out, dict) else [(metric.name, out)]
         for name, mv in items:
             if not isinstance(mv, MetricValue):

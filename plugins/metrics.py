@@ -273,11 +273,12 @@ def compute_nfe_curve(ctx: EvalContext) -> MetricValue | None:
             return None
         y = target.sample(n, ctx.generator)
         bw = T.bandwidths_from(y)
+        mmd_floor = T.mmd2_unbiased(target.sample(n, ctx.generator), y, bw)
 
-        def quality(x):
-            return T.mmd2_unbiased(x, y, bw)
+        def quality(x) -> tuple[float, float]:
+            return T.mmd2_unbiased(x, y, bw), mmd_floor
 
-        statistic, floor = "mmd", T.mmd2_unbiased(target.sample(n, ctx.generator), y, bw)
+        statistic = "mmd"
     else:
         if not _has_labels(ctx):
             return None
@@ -285,18 +286,16 @@ def compute_nfe_curve(ctx: EvalContext) -> MetricValue | None:
 
         space = fid.cnn_space(ctx.dataset)
 
-        def quality(x):
-            return fid.image_fidelity(ctx.dataset, x, space, cache_root=ctx.cache_dir / "fidelity",
-                                      cuda=ctx.device.type == "cuda", n=n, isc=False)["fid_cnn"]
+        def quality(x) -> tuple[float, float]:
+            out = fid.image_fidelity(ctx.dataset, x, space, cache_root=ctx.cache_dir / "fidelity",
+                                     cuda=ctx.device.type == "cuda", n=n, isc=False)["fid_cnn"]
+            return out["value"], out["floor"]
 
-        statistic, floor = "fid_cnn", None
+        statistic = "fid_cnn"
     curve = []
     for f in [*factors, 1.0]:
         x, nfe = (ctx.samples[:n], ctx.nfe) if f == 1.0 else ctx.resample(f, n)
-        q = quality(x)
-        if isinstance(q, dict):
-            floor = q["floor"]
-            q = q["value"]
+        q, floor = quality(x)
         curve.append({"factor": f, "nfe": nfe, "value": float(q)})
     protocol = {"statistic": statistic, "n": n, "factors": factors,
                 "scaled": "every sampler-length field of the method, rounded, at least 1"}
