@@ -42,14 +42,25 @@ class Chain(ABC):
     """An MCMC chain over C parallel states: ``state = init(C, g); state = step(state, g); x = readout(state)``.
 
     `stationary` is True when the transition leaves a fixed distribution invariant (walk-jump's walk, long-run
-    Langevin at T = 1): mixing diagnostics apply only to those. `nfe_per_step` counts network evaluations per
-    chain per step; `readout_nfe` those of one readout (a final denoise or jump), paid by diagnostics that read
-    out every step. `readout` maps a state to model space, shape [C, *spec.shape].
+    Langevin at T = 1): mixing diagnostics apply only to those. `readout` maps a state to model space, shape
+    [C, *spec.shape]; `trace` maps it to the chain's own position in model-space shape without any network
+    evaluation (walk-jump: the mean measurement ȳ; Langevin: x itself). Mixing is diagnosed on `trace`: a readout
+    that is a deterministic function of the state adds cost, not mixing.
+
+    Cost accounting (what a user of the chain pays):
+    - `nfe_per_step`: network evaluations per chain per step (an energy model's forward + backward counts as one);
+    - `grad_evals_per_step`: how many of those differentiate the network with respect to its input (energy
+      parametrisations: score = −∇E), so that NFE of score and energy models are not read as equal compute;
+    - `readout_nfe`: evaluations of one readout (a jump, a final Tweedie denoise), and `readout_every`: walk steps
+      between the readouts the method's own sampling protocol pays for (walk-jump: one jump every k steps), or
+      None when it reads out once, at the end of the chain.
     """
 
     stationary: bool = False
     nfe_per_step: int = 1
+    grad_evals_per_step: int = 0
     readout_nfe: int = 0
+    readout_every: int | None = None
 
     @abstractmethod
     def init(self, n: int, generator: torch.Generator) -> Any: ...
@@ -60,9 +71,18 @@ class Chain(ABC):
     @abstractmethod
     def readout(self, state: Any) -> Tensor: ...
 
+    def trace(self, state: Any) -> Tensor:
+        """The chain's own position, [C, *spec.shape], with no network evaluation. The default serves chains whose
+        readout is free (readout_nfe == 0); a chain with a paid readout must override it."""
+        if self.readout_nfe:
+            raise NotImplementedError(f"{type(self).__name__} has a paid readout; it must define trace(state)")
+        return self.readout(state)
+
     def describe(self) -> dict[str, Any]:
         """What the chain is, for the run record (e.g. whether readout applies a final denoising step)."""
-        return {"stationary": self.stationary, "nfe_per_step": self.nfe_per_step, "readout_nfe": self.readout_nfe}
+        return {"stationary": self.stationary, "nfe_per_step": self.nfe_per_step,
+                "grad_evals_per_step": self.grad_evals_per_step, "readout_nfe": self.readout_nfe,
+                "readout_every": self.readout_every}
 
 
 @dataclass

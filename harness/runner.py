@@ -329,7 +329,8 @@ def _resampler(job: Job, comp: Components, model: nn.Module, device: torch.devic
 
 
 def evaluate(host: PluginHost, job: Job, comp: Components, model: nn.Module, samples: torch.Tensor, nfe: int,
-             device: torch.device, timings: dict[str, float], cache_dir: Path) -> tuple[dict, dict]:
+             device: torch.device, timings: dict[str, float], cache_dir: Path,
+             run_dir: Path | None = None, artifacts: dict[str, str] | None = None) -> tuple[dict, dict]:
     """Run the requested (or all applicable) metrics; a failing metric is recorded, not fatal."""
     method = comp.method
     score = method.score_fn(model)
@@ -343,6 +344,7 @@ def evaluate(host: PluginHost, job: Job, comp: Components, model: nn.Module, sam
         chain=method.chain(model), score_fn=score[0] if score else None, score_sigma=score[1] if score else None,
         log_likelihood=(lambda x: probe(model, x.to(device), g_ll)) if has_ll else None,
         timings=timings, resample=_resampler(job, comp, model, device) if method.sampler_length else None,
+        run_dir=run_dir, artifacts=artifacts if artifacts is not None else {},
     )
     wanted = job.eval.metrics
     regs = host.registries["metrics"]
@@ -374,8 +376,9 @@ def evaluate(host: PluginHost, job: Job, comp: Components, model: nn.Module, sam
             if not isinstance(mv, MetricValue):
                 mv = MetricValue(float(mv))
             hib = metric.higher_is_better if mv.higher_is_better is None else mv.higher_is_better
-            results[name] = {"value": mv.value, "higher_is_better": hib, "floor": mv.floor,
-                             "protocol": mv.protocol, "details": mv.details}
+            results[name] = {"value": mv.value, "stderr": mv.stderr, "lower_bound": mv.lower_bound,
+                             "higher_is_better": hib, "floor": mv.floor, "protocol": mv.protocol,
+                             "details": mv.details}
     return results, errors
 
 
@@ -467,9 +470,11 @@ def run_job(host: PluginHost, job: Job, out: Path, *, resume: bool = False, prog
         rec["timings"], rec["nfe"] = timings, nfe
         rec["artifacts"].update(save_samples(run_dir, comp.dataset, samples))
         check_samples(job, samples, comp.dataset.spec, state.step)
+        ctx_artifacts: dict[str, str] = {}
         metrics, errors = evaluate(host, job, comp, sample_model, samples, nfe, device, timings,
-                                   out / ".cache")
+                                   out / ".cache", run_dir, ctx_artifacts)
         rec["metrics"], rec["metric_errors"] = metrics, errors
+        rec["artifacts"].update(ctx_artifacts)
         rec["status"] = "ok"
     except Diverged as exc:
         rec["status"], rec["error"] = "diverged", {"type": "Diverged", "message": str(exc), "step": exc.step}

@@ -32,13 +32,18 @@ CAPABILITIES = frozenset({"chain", "target", "score", "likelihood", "resample"})
 @dataclass
 class MetricValue:
     """One number for the record. `floor` is the real-vs-real value at the same n where one exists;
-    `protocol` is everything that must match for two values to be comparable (extractor, weights hash, n, split)."""
+    `protocol` is everything that must match for two values to be comparable (extractor, weights hash, n, split).
+    `stderr` is the standard error of `value` from the sampling of the evaluation itself (bootstrap over samples
+    and reference draws, or the estimator's known variance); None where it is not known. `lower_bound` marks a
+    value that is only a bound (an IACT from a chain shorter than 50τ): it is printed as "> value", never ranked."""
 
     value: float
     higher_is_better: bool | None = None  # None: the metric's declared direction
     floor: float | None = None
     protocol: dict[str, Any] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
+    stderr: float | None = None
+    lower_bound: bool = False
 
 
 @dataclass
@@ -62,6 +67,10 @@ class EvalContext:
     options: dict[str, Any] = field(default_factory=dict)  # [metrics.<name>] from the config
     requested: bool = False  # the metric was named in eval.metrics (not chosen by "auto"): expensive or
     # default-off metrics (fid_inception on CPU) run when requested and skip (return None) under "auto"
+    # the run's own folder: a metric may leave files there that the report needs (chain.npz), named in
+    # `artifacts` (file name -> what it holds), which the runner copies into the record; None outside a run
+    run_dir: Path | None = None
+    artifacts: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
