@@ -21,13 +21,18 @@ from typing import Any
 from harness.errors import ConfigError, did_you_mean
 
 
+# where `scorebench run` writes and `leaderboard` / `report` read by default: an untracked folder, so that a user's
+# runs never rewrite the committed reference results under results/ (regenerated with --out results)
+DEFAULT_OUT = "results/local"
+
+
 @dataclass
 class SuiteConfig:
     methods: list[str] = field(default_factory=lambda: ["all"])  # "all": every registered method
     datasets: list[str] = field(default_factory=lambda: ["ring8"])
     seeds: list[int] = field(default_factory=lambda: [0])
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    out: str = "results"
+    out: str = DEFAULT_OUT
     data_root: str = ""  # empty: $SCOREBENCH_DATA, then the user cache
     download: bool = False
     plugins_dir: str = ""
