@@ -24,6 +24,7 @@ from torch import nn
 
 from harness import hookspecs
 from harness.datasets import Dataset
+from harness.errors import did_you_mean
 from harness.method import Method
 from harness.metrics import Metric
 from harness.registry import RegistrationError, Registry
@@ -58,11 +59,26 @@ class PluginInfo:
 
 
 def _error_summary(exc: BaseException) -> str:
-    """`Type: message (at file:line)` of the innermost frame: enough to find the fault, short enough to list."""
+    """`Type: message (at file:line)` of the innermost frame: enough to find the fault, short enough to list.
+    A syntax error is located where Python found it (the plugin's file and line, from the exception itself), not
+    in the loader that compiled the file: `file:line: SyntaxError: message`."""
+    if isinstance(exc, SyntaxError) and exc.filename:
+        return f"{exc.filename}:{exc.lineno}: {type(exc).__name__}: {exc.msg}"
+    if isinstance(exc, SystemExit):
+        return f"SystemExit: the plugin called sys.exit({exc.code!r}) while loading{_where(exc)}"
+    return f"{type(exc).__name__}: {exc}{_where(exc)}"
+
+
+def _where(exc: BaseException) -> str:
     frames = traceback.extract_tb(exc.__traceback__)
     tb = [f for f in frames if not f.filename.startswith("<frozen") and "importlib" not in f.filename]
-    where = f" (at {Path(tb[-1].filename).name}:{tb[-1].lineno})" if tb else ""
-    return f"{type(exc).__name__}: {exc}{where}"
+    return f" (at {Path(tb[-1].filename).name}:{tb[-1].lineno})" if tb else ""
+
+
+def spec_hook_names() -> list[str]:
+    """The hooks declared in `harness.hookspecs`: the only valid hook names (a plugin's misspelled hook is not one)."""
+    marker = f"{PROJECT}_spec"
+    return sorted(n for n, obj in vars(hookspecs).items() if callable(obj) and hasattr(obj, marker))
 
 
 def _is_subclass(base: type) -> Callable[[object], bool]:
@@ -97,14 +113,18 @@ class PluginHost:
         try:
             module = importer()
             self.pm.register(module, name=name)
-        except Exception as exc:  # a broken plugin must not take the others down
-            info.error = _error_summary(exc)
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - a broken plugin (even one calling sys.exit) must not take
+            info.error = _error_summary(exc)  # the others, or the CLI, down
             return
         try:
             self.pm.check_pending()  # a misspelled hook name (register_method) fails here
         except pluggy.PluginValidationError as exc:
+            unknown = sorted(c.name for c in self.pm.get_hookcallers(module) or [] if not c.has_spec())
             self.pm.unregister(name=name)
-            info.error = f"PluginValidationError: {exc}; known hooks: {', '.join(self.hook_names())}"
+            detail = "; ".join(did_you_mean("hook", n, self.hook_names()) for n in unknown) or str(exc)
+            info.error = f"PluginValidationError: {detail}"
             return
         info.hooks = sorted(
             h.name for h in self.pm.get_hookcallers(self.pm.get_plugin(name)) or []
@@ -156,7 +176,8 @@ class PluginHost:
     # queries ---------------------------------------------------------------------------------------------
 
     def hook_names(self) -> list[str]:
-        return sorted(n for n in dir(self.pm.hook) if n.startswith("register_"))
+        """The declared hooks (`harness.hookspecs`), never the names of hooks that plugins tried to implement."""
+        return spec_hook_names()
 
     def failures(self) -> list[PluginInfo]:
         return [i for i in self.infos.values() if i.error]
@@ -188,7 +209,9 @@ class PluginHost:
                     impl.function(**{a: register for a in impl.argnames})
                 except RegistrationError as exc:  # duplicate name or wrong type: reject, keep the others
                     self._fail(provider, str(exc))
-                except Exception as exc:
+                except KeyboardInterrupt:
+                    raise
+                except BaseException as exc:  # noqa: BLE001 - sys.exit in a hook is a failure like any other
                     self._fail(provider, f"in register_{kind}: {_error_summary(exc)}")
         return regs
 

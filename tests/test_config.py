@@ -71,3 +71,26 @@ def test_parse_set_values():
     assert parse_set("methods.dsm.denoise=false") == (["methods", "dsm", "denoise"], False)
     with pytest.raises(ConfigError, match="expected key=value"):
         parse_set("train.steps")
+
+
+def test_a_list_typed_without_quotes_is_accepted():
+    """`--set eval.metrics=[fid_cnn,mmd]` as a shell leaves it: bare words in brackets (before: the string
+    "[fid_cnn,mmd]", then "expected list")."""
+    assert parse_set("eval.metrics=[fid_cnn,mmd]") == (["eval", "metrics"], ["fid_cnn", "mmd"])
+    assert parse_set("eval.metrics=[fid_cnn, mmd,]") == (["eval", "metrics"], ["fid_cnn", "mmd"])
+    assert parse_set("train.betas=[0.5, 0.9]") == (["train", "betas"], [0.5, 0.9])
+    assert parse_set("suite.seeds=[1,2]") == (["suite", "seeds"], [1, 2])
+    suite = resolve_suite({"suite": {"methods": ["a"], "datasets": ["x"]}}, sets=["eval.metrics=[fid_cnn,mmd]"])
+    assert suite.jobs[0].eval.metrics == ["fid_cnn", "mmd"]
+
+
+@pytest.mark.parametrize("item", ["eval.metrics=[a,[b]]", "eval.metrics=[a", "eval.metrics=[a,,b]"])
+def test_a_malformed_list_says_how_to_write_one(item):
+    with pytest.raises(ConfigError, match=r"--set .*eval.metrics"):
+        parse_set(item)
+
+
+def test_expected_list_says_how_to_write_one():
+    how = r"""expected list; .*--set eval.metrics=\[a,b\] or --set 'eval.metrics=\["a", "b"\]'"""
+    with pytest.raises(ConfigError, match=how):
+        resolve_suite({"suite": {"methods": ["a"], "datasets": ["x"]}}, sets=["eval.metrics=mmd"])

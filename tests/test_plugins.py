@@ -71,6 +71,49 @@ def test_misspelled_hook_is_rejected_loudly(tmp_path):
     err = h.infos["typo"].error
     assert "PluginValidationError" in err and "register_method" in err and "register_methods" in err
     assert not h.pm.has_plugin("typo")
+    # the known hooks come from the hookspecs only: the misspelling is not offered as one of them
+    known = err.split("available: ")[1].split(", ")
+    assert known == ["register_backbones", "register_commands", "register_datasets", "register_methods",
+                     "register_metrics"]
+    assert "did you mean 'register_methods'" in err
+    assert "register_method" not in h.hook_names()
+
+
+def test_plugin_calling_sys_exit_is_a_load_error(tmp_path):
+    """Before: SystemExit escaped the loader and ended the CLI silently."""
+    _write(tmp_path, "quitter", "import sys\n\nsys.exit(3)\n")
+    _write(tmp_path, "hookquitter", """
+        import sys
+        from harness.hookspecs import hookimpl
+
+        @hookimpl
+        def register_methods(register):
+            sys.exit("bye")
+    """)
+    h = PluginHost(plugins_dir=tmp_path, entry_points=False)
+    assert h.infos["quitter"].error == "SystemExit: the plugin called sys.exit(3) while loading (at quitter.py:3)"
+    assert "dsm" in h.registries["methods"]  # the others still load
+    assert "sys.exit('bye')" in h.infos["hookquitter"].error and "register_methods" in h.infos["hookquitter"].error
+
+
+def test_plugin_exit_does_not_end_the_cli(tmp_path):
+    from click.testing import CliRunner
+
+    from harness.cli import cli
+
+    _write(tmp_path, "quitter", "import sys\nsys.exit(0)\n")
+    out = CliRunner().invoke(cli, ["list", "methods", "--plugins-dir", str(tmp_path)])
+    assert out.exit_code == 0 and "dsm" in out.output and "quitter" in out.output and "SystemExit" in out.output
+
+
+def test_syntax_error_is_located_in_the_plugin(tmp_path):
+    """Before: the location was the harness's loader (plugins.py), not the plugin's own file and line."""
+    _write(tmp_path, "broken_syntax", "x = 1\n\ndef f(:\n    pass\n")
+    _write(tmp_path, "bad_indent", "def f():\nreturn 1\n")
+    h = PluginHost(plugins_dir=tmp_path, entry_points=False)
+    assert h.infos["broken_syntax"].error.startswith(f"{tmp_path / 'broken_syntax.py'}:3: SyntaxError: ")
+    assert h.infos["bad_indent"].error.startswith(f"{tmp_path / 'bad_indent.py'}:2: IndentationError: ")
+    assert "plugins.py" not in h.infos["broken_syntax"].error
 
 
 def test_duplicate_names_name_both_providers():
@@ -112,9 +155,9 @@ def test_rejected_registrations_show_in_plugins_and_doctor(tmp_path):
         def register_methods(register):
             register(Again)
     """))
-    for args in (["plugins"], ["doctor", "--json", "--data-root", str(tmp_path)]):
+    for args in (["plugins"], ["doctor", "--json", "--data-root", str(tmp_path), "--datasets", "ring8"]):
         out = CliRunner().invoke(cli, [*args, "--plugins-dir", str(folder)])
-        assert out.exit_code == 0, out.output
+        assert out.exit_code == (0 if args == ["plugins"] else 1), out.output  # doctor: a failed plugin is a problem
         rep = json.loads(out.output)
         infos = {i["name"]: i for i in (rep if args == ["plugins"] else rep["plugins"])}
         assert "registered twice" in infos["dupe"]["error"] and "plugins.dsm" in infos["dupe"]["error"], args
