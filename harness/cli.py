@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
 import click
 
 from harness import __version__
+from harness.config import DEFAULT_OUT
 from harness.errors import ScorebenchError, UsageError
 
 KINDS = ("methods", "datasets", "backbones", "metrics")
@@ -45,7 +47,8 @@ def cli():
     """scorebench: train score-based generative methods under equal budgets and backbones, and measure
     sample quality, MCMC mixing and throughput into run records and leaderboards.
 
-    Start with `scorebench run configs/quick.toml` (CPU, offline, minutes), then `scorebench leaderboard`.
+    Start with `scorebench run` (the packaged quick config: CPU, offline, minutes; records in results/local),
+    then `scorebench leaderboard`.
     """
 
 
@@ -76,69 +79,103 @@ def plugins(plugins_dir):
     click.echo(json.dumps([i.as_dict() for i in host.infos.values()], indent=2))
 
 
+class DeviceName(click.ParamType):
+    """auto, cpu, cuda or cuda:N (N a device index); whether the device exists is checked when the run starts."""
+
+    name = "auto|cpu|cuda|cuda:N"
+    PATTERN = re.compile(r"(auto|cpu|cuda)|cuda:(\d+)")
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and self.PATTERN.fullmatch(value.strip()):
+            return value.strip()
+        self.fail(f"{value!r}: expected auto, cpu, cuda or cuda:N with N a device index (e.g. cuda:0)", param, ctx)
+
+
 @cli.command()
-@click.argument("config", type=click.Path(dir_okay=False), default="configs/quick.toml", required=False)
+@click.argument("config", required=False, metavar="[CONFIG]")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Override a config value, e.g. --set train.steps=200 --set methods.dsm.sigma=0.2 (repeatable).")
 @click.option("--methods", help="Comma-separated methods to run (default: the config's; 'all' for every one).")
 @click.option("--datasets", help="Comma-separated data sets to run.")
 @click.option("--seeds", help="Comma-separated integer seeds, e.g. 0,1,2.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None, help="Where to train.")
-@click.option("--out", type=click.Path(file_okay=False), help="Results folder (default: the config's, 'results').")
+@click.option("--device", type=DeviceName(), default=None, metavar="DEVICE",
+              help="Where to train: auto, cpu, cuda or cuda:N.")
+@click.option("--threads", type=click.IntRange(min=0), default=None,
+              help="CPU threads for torch and numpy (default: suite.threads; 0: the cores this process may use).")
+@click.option("--out", type=click.Path(file_okay=False),
+              help=f"Results folder (default: the config's suite.out, else {DEFAULT_OUT}, untracked).")
 @click.option("--resume", is_flag=True, help="Continue interrupted jobs from their checkpoints; skip finished ones.")
 @click.option("--data-root", type=click.Path(file_okay=False),
               help="Where data sets live (default: $SCOREBENCH_DATA, then the user cache).")
 @click.option("--download", is_flag=True, help="Download missing data sets (needs internet).")
 @plugins_dir_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or per-job lines.")
-def run(config, sets, methods, datasets, seeds, device, out, resume, data_root, download, plugins_dir, quiet):
-    """Train and evaluate every method × data set × seed of CONFIG (default configs/quick.toml).
+def run(config, sets, methods, datasets, seeds, device, threads, out, resume, data_root, download, plugins_dir,
+        quiet):
+    """Train and evaluate every method × data set × seed of CONFIG: a TOML file, or the name of a packaged
+    config (`quick`, the default: works from any folder).
 
-    Writes results/runs/<run_id>/record.json (+ samples.png, samples.npz, checkpoint.pt) per job.
-    Exit code 0 on success, 1 if any job failed (the others still ran), 2 on a usage or config error.
+    Writes <out>/runs/<run_id>/record.json (+ samples.png, samples.npz, checkpoint.pt) per job, <out> being
+    results/local unless --out or suite.out says otherwise, and ends with a table of each job's status and time.
+    Exit code 0 on success, 1 if any job failed (the others still ran), 2 on a usage or config error,
+    130 on Ctrl-C (it prints the --resume command that continues).
     """
     from harness.runner import run_config
 
     code = run_config(config, sets=list(sets), methods=methods, datasets=datasets, seeds=seeds, device=device,
                       out=out, resume=resume, data_root=data_root, download=download, plugins_dir=plugins_dir,
-                      quiet=quiet, log=click.echo)
+                      quiet=quiet, threads=threads, log=click.echo, err_log=lambda m: click.echo(m, err=True))
     sys.exit(code)
 
 
 @cli.command()
 @click.option("--data-root", type=click.Path(file_okay=False), help="Data root to check.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--datasets", help="Comma-separated data sets to check (default: every registered one), e.g. "
+              "ring8,digits for the quick config.")
 @plugins_dir_option
-def doctor(data_root, as_json, plugins_dir):
-    """Python/torch/CUDA versions, device, data root and data sets found (checksums verified),
-    FID weights status, and plugins (with load errors)."""
-    from harness.doctor import diagnose, format_report
+def doctor(data_root, as_json, datasets, plugins_dir):
+    """Python/torch/CUDA versions, device, CPU load, data root and data sets found (checksums verified),
+    FID weights status, and plugins (with load errors).
 
-    rep = diagnose(_host(plugins_dir), data_root)
+    Exit code 0 when nothing is wrong; 1 when a problem was found: a checked data set that is missing, fails its
+    checksum or cannot be read, or a plugin that failed to load. Missing data sets count, so check only those
+    you need with --datasets. A machine whose 1-minute load average already exceeds the cores this process may
+    use is a warning (runs will be slow, timings unreliable), as is missing FID weights: neither changes the
+    exit code. 2 on a usage error (an unknown --datasets name).
+    """
+    from harness.doctor import diagnose, exit_code, format_report
+
+    names = [d.strip() for d in datasets.split(",") if d.strip()] if datasets else None
+    rep = diagnose(_host(plugins_dir), data_root, datasets=names)
     click.echo(json.dumps(rep, indent=2, default=str) if as_json else format_report(rep))
+    sys.exit(exit_code(rep))
 
 
 results_option = click.option(
-    "--results", type=click.Path(file_okay=False), default="results", show_default=True,
-    help="Results folder holding runs/*/record.json.")
+    "--results", type=click.Path(file_okay=False), default=DEFAULT_OUT, show_default=True,
+    help="Results folder holding runs/*/record.json (where `run` writes by default; the committed reference "
+         "results are in 'results').")
 
 
 @cli.command()
 @results_option
 @click.option("--format", "fmt", type=click.Choice(["md", "csv", "json", "html"]), default=None,
-              help="Output format. Without --format and --out: print Markdown and write "
-                   "<results>/leaderboard.md and leaderboard.csv.")
-@click.option("--metric", help="Rank by this metric (default: each data set's primary quality metric).")
-@click.option("--dataset", help="Only this data set.")
+              help="Output format (printed). Only the default view (no --format, --out, --metric, --dataset) "
+                   "writes <results>/leaderboard.md and leaderboard.csv.")
+@click.option("--metric", help="Rank by this metric (default: each data set's primary quality metric; a mixing "
+                               "metric ranks the mixing tables). Printed only, or to --out.")
+@click.option("--dataset", help="Only this data set. Printed only, or to --out.")
 @click.option("--out", type=click.Path(dir_okay=False),
               help="Write one file here instead (format from --format or the suffix); '-' writes nothing.")
 def leaderboard(results, fmt, metric, dataset, out):
-    """Leaderboards over the run records: one table per data set and protocol, mean ± 95% CI over seeds,
-    ranked by the metric's direction; failed and diverged runs and the real-vs-real floor are rows.
+    """Leaderboards over the run records: per data set and protocol four tables (quality, sampler cost, mixing,
+    training); each value is the mean over distinct seeds ± a 95% interval combining the evaluation's standard
+    error and the spread over seeds, and methods whose intervals overlap share a rank ("2–4").
 
     Records measured under different protocols (feature extractor, weights, n, split, budget) are never ranked
-    together: they go into separate tables with the difference named. Unreadable records are reported and skipped.
-    The same records always give byte-identical files.
+    together. Unreadable records and copies of one run are reported and skipped; stale running records show as
+    interrupted. An unknown --dataset/--metric or a folder without records exits 2 and writes nothing.
     """
     from harness.leaderboard import write_leaderboard
 
@@ -154,13 +191,15 @@ def leaderboard(results, fmt, metric, dataset, out):
 @results_option
 @click.option("--out", type=click.Path(file_okay=False), help="Report folder (default: <results>/report).")
 @click.option("--metric", help="Rank the leaderboards by this metric.")
-@click.option("--chain-steps", type=click.IntRange(min=0), default=1000, show_default=True,
-              help="Steps of the stationary chains re-run from checkpoints for the mixing plots (0 skips them).")
+@click.option("--chain-steps", type=click.IntRange(min=0), default=0, show_default=True,
+              help="0 (default): mixing plots from each run's recorded chain.npz, no model is run. N > 0: re-run "
+                   "the chains of runs whose record has a stationary chain from their checkpoints for N steps.")
 @plugins_dir_option
 def report(results, out, metric, chain_steps, plugins_dir):
-    """Static HTML report (index.html with images beside it; no server, no internet): leaderboards, sample grids,
-    quality against training time and NFE with the Pareto front, autocorrelation, traces and mode hopping of
-    stationary chains, throughput, and the environment the numbers came from."""
+    """Static HTML report (index.html with images beside it; no server, no internet): leaderboards, metric
+    validity (validity.json), sample grids, quality against training time, NFE and FLOPs with the Pareto front,
+    autocorrelation, traces and mode hopping of stationary chains, throughput, and the environment the numbers
+    came from. It regenerates from the run folders alone (records, samples, chain.npz)."""
     from harness.report import build_report
 
     index, problems = build_report(Path(results), Path(out) if out else None, metric=metric,
@@ -210,6 +249,43 @@ def check_plugin(name, sets, kinds, train_steps, plugins_dir):
                       kinds=tuple(k.strip() for k in kinds.split(",") if k.strip()), train_steps=train_steps,
                       log=click.echo)
     sys.exit(code)
+
+
+@cli.command()
+@click.option("--datasets", default="digits", show_default=True, help="Comma-separated image data sets.")
+@click.option("--extractors", default="fid_cnn", show_default=True,
+              help="Comma-separated feature spaces: fid_cnn, fid_inception.")
+@click.option("--n", type=click.IntRange(min=10), default=300, show_default=True,
+              help="Images per set (capped by the test split).")
+@click.option("--out", type=click.Path(dir_okay=False), default="results/validity.json", show_default=True,
+              help="Where to write the JSON results ('-': nowhere); entries of other data set × extractor pairs "
+                   "already in the file are kept.")
+@click.option("--data-root", type=click.Path(file_okay=False), help="Where data sets live.")
+@plugins_dir_option
+def validity(datasets, extractors, n, out, data_root, plugins_dir):
+    """Metric validity suite (Heusel et al. 2017, Fig. 1): FID of real test images under increasing Gaussian noise,
+    salt-and-pepper, blur, saturation and dropped classes must rise from the real-vs-real floor with the strength.
+    Exit code 0 when every extractor passes, 1 if any fails, 2 on an unknown data set or extractor."""
+    from harness.errors import did_you_mean
+    from harness.metrics import validity as V
+    from harness.records import write_json
+
+    names = [s.strip() for s in extractors.split(",") if s.strip()]
+    for name in names:
+        if name not in V.EXTRACTORS:
+            raise UsageError(did_you_mean("extractor", name, V.EXTRACTORS))
+    reg = _host(plugins_dir).registries["datasets"]
+    classes = [reg.get(s.strip()) for s in datasets.split(",") if s.strip()]  # UsageError with did-you-mean
+    sets = [cls(root=data_root) for cls in classes]
+    for ds in sets:
+        if ds.kind != "image":
+            raise UsageError(f"data set {ds.name!r} is not an image data set; the validity suite needs images")
+    result = V.run_suite(sets, names, n=n, log=lambda m: click.echo(m, err=True))
+    click.echo(V.format_table(result))
+    if out != "-":
+        write_json(Path(out), V.merge_results(Path(out), result))
+        click.echo(f"wrote {out}", err=True)
+    sys.exit(0 if all(r["passed"] for r in result["results"]) else 1)
 
 
 def main() -> None:

@@ -11,6 +11,7 @@ import copy
 import dataclasses
 import hashlib
 import json
+import math
 import tomllib
 import types
 import typing
@@ -19,6 +20,20 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import ConfigError, did_you_mean
+
+PRECISIONS = ("fp32", "bf16")
+
+
+def _at_least(key: str, value: float, low: float, note: str = "") -> None:
+    """Refuse a size, count or budget below `low` (and NaN), naming the key and what is valid."""
+    if not value >= low:  # also catches NaN
+        kind = "an integer" if isinstance(low, int) else "a number"
+        raise ConfigError(f"{key} = {value!r}: expected {kind} >= {low}" + (f" {note}" if note else ""))
+
+
+def _positive(key: str, value: float) -> None:
+    if not (value > 0 and math.isfinite(value)):
+        raise ConfigError(f"{key} = {value!r}: expected a finite number > 0")
 
 
 # where `scorebench run` writes and `leaderboard` / `report` read by default: an untracked folder, so that a user's
@@ -36,6 +51,7 @@ class SuiteConfig:
     data_root: str = ""  # empty: $SCOREBENCH_DATA, then the user cache
     download: bool = False
     plugins_dir: str = ""
+    threads: int = 0  # CPU threads (torch, BLAS); 0: the cores this process may use, at most torch's setting
 
 
 @dataclass
@@ -52,6 +68,24 @@ class TrainConfig:
     checkpoint_every: int = 500  # steps between checkpoints (a checkpoint is also written at the end)
     precision: str = "fp32"  # fp32 | bf16 (autocast of the loss on CUDA; fp32 master weights)
 
+    def __post_init__(self):
+        _at_least("train.steps", self.steps, 0)
+        _at_least("train.seconds", self.seconds, 0.0)
+        if self.steps == 0 and self.seconds == 0:
+            raise ConfigError("train: set train.steps > 0 or train.seconds > 0 (the budget); both are 0")
+        _at_least("train.batch_size", self.batch_size, 1)
+        _positive("train.lr", self.lr)
+        _at_least("train.weight_decay", self.weight_decay, 0.0)
+        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ConfigError(f"train.betas = {self.betas!r}: expected two numbers in [0, 1), e.g. [0.9, 0.999]")
+        _at_least("train.warmup_steps", self.warmup_steps, 0)
+        _at_least("train.grad_clip", self.grad_clip, 0.0, "(0: off)")
+        if not 0.0 <= self.ema < 1.0:
+            raise ConfigError(f"train.ema = {self.ema!r}: expected a rate in [0, 1) (0: no EMA; e.g. 0.999)")
+        _at_least("train.checkpoint_every", self.checkpoint_every, 0, "(0: only at the end)")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(did_you_mean("train.precision", self.precision, PRECISIONS))
+
 
 @dataclass
 class EvalConfig:
@@ -60,8 +94,12 @@ class EvalConfig:
     metrics: list[str] = field(default_factory=lambda: ["auto"])  # "auto": every applicable metric
     divergence_factor: float = 100.0  # samples beyond this many data ranges from the data mark divergence
 
+    def __post_init__(self):
+        _at_least("eval.n_samples", self.n_samples, 1)
+        _at_least("eval.sample_batch", self.sample_batch, 1)
+        _positive("eval.divergence_factor", self.divergence_factor)
 
-PRECISIONS = ("fp32", "bf16")
+
 SECTIONS = {"suite": SuiteConfig, "train": TrainConfig, "eval": EvalConfig}
 FREE_TABLES = ("methods", "backbones", "metrics")  # keyed by component name, checked against registries
 PER_DATASET = ("train", "eval", "methods", "backbones", "metrics")
@@ -110,6 +148,14 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
+def _how_to_write(key: str, tp: Any) -> str:
+    """How to type a list on the command line, for the 'expected list' error."""
+    if (typing.get_origin(tp) or tp) not in (list, tuple):
+        return ""
+    return (f"; in a file write {key.rsplit('.', 1)[-1]} = [\"a\", \"b\"], on the command line "
+            f"--set {key}=[a,b] or --set '{key}=[\"a\", \"b\"]'")
+
+
 def build_dataclass(cls: type, overrides: dict[str, Any], where: str) -> Any:
     """Instantiate dataclass `cls` from defaults plus `overrides`, rejecting unknown keys and wrong types."""
     if not isinstance(overrides, dict):
@@ -122,7 +168,8 @@ def build_dataclass(cls: type, overrides: dict[str, Any], where: str) -> Any:
             raise ConfigError(did_you_mean(f"key in [{where}]", key, fields))
         ok, coerced = _type_ok(value, hints[key])
         if not ok:
-            raise ConfigError(f"{where}.{key} = {value!r}: expected {_type_name(hints[key])}")
+            raise ConfigError(f"{where}.{key} = {value!r}: expected {_type_name(hints[key])}"
+                              + _how_to_write(f"{where}.{key}", hints[key]))
         kwargs[key] = coerced
     try:
         return cls(**kwargs)
@@ -152,11 +199,35 @@ def parse_set(item: str) -> tuple[list[str], Any]:
     keys = [k.strip() for k in key.strip().split(".")]
     if not all(keys):
         raise ConfigError(f"--set {item!r}: empty key segment")
+    raw = raw.strip()
     try:
-        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+        value = tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
-        value = raw.strip()
+        value = _bare_list(item, raw) if raw.startswith("[") else raw
     return keys, value
+
+
+def _toml_or_word(text: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _bare_list(item: str, raw: str) -> list[Any]:
+    """``[fid_cnn,mmd]`` (a list typed without quotes, as a shell leaves it) -> ["fid_cnn", "mmd"]: each item is a
+    TOML value where it parses as one, else a bare word. Nested lists and tables must be written in TOML."""
+    inner = raw[1:-1] if raw.endswith("]") else None
+    if inner is None or any(c in inner for c in "[]{}\"'"):
+        key = item.split("=", 1)[0].strip()
+        raise ConfigError(f"--set {item!r}: not a TOML value. Write a list as [a, b] with bare words or as TOML in "
+                          f"shell quotes, e.g. --set '{key}=[\"fid_cnn\", \"mmd\"]'")
+    words = [w.strip() for w in inner.split(",")]
+    if words and not words[-1]:  # a trailing comma, as TOML allows
+        words.pop()
+    if not all(words):
+        raise ConfigError(f"--set {item!r}: empty item in the list")
+    return [_toml_or_word(w) for w in words]
 
 
 def apply_set(raw: dict[str, Any], keys: list[str], value: Any) -> None:
@@ -258,10 +329,6 @@ def resolve_suite(raw: dict[str, Any], source: str = "<config>", sets: list[str]
                 apply_set(merged, keys, value)
         train = build_dataclass(TrainConfig, merged["train"], "train")
         ev = build_dataclass(EvalConfig, merged["eval"], "eval")
-        if train.precision not in PRECISIONS:
-            raise ConfigError(f"train.precision = {train.precision!r}: expected one of {', '.join(PRECISIONS)}")
-        if train.steps <= 0 and train.seconds <= 0:
-            raise ConfigError("train: set train.steps > 0 or train.seconds > 0 (the budget)")
         for method in suite.methods:
             for seed in suite.seeds:
                 jobs.append(Job(method, ds, seed, suite, train, ev,

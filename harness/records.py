@@ -2,7 +2,11 @@
 
 Layout: ``<out>/runs/<run_id>/record.json`` beside ``samples.png``, ``samples.npz`` and ``checkpoint.pt``.
 Every write goes to a unique temporary file in the same folder and is then renamed over the target, so a
-crash never leaves a half-written record and concurrent writers never interleave bytes.
+crash never leaves a half-written record and concurrent writers never interleave bytes; the file gets the usual
+mode from the umask (0644 under 022), like one written with `open`.
+
+A record in progress says where it runs (`host`, `pid`) and when it last showed life (`heartbeat_utc`);
+`effective_status` tells a live `running` record from one whose process is gone (`interrupted`).
 """
 
 from __future__ import annotations
@@ -11,8 +15,10 @@ import json
 import math
 import os
 import platform
+import socket
 import subprocess
 import tempfile
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from importlib import metadata
@@ -22,7 +28,11 @@ from typing import Any
 import torch
 
 SCHEMA_VERSION = 1
-STATUSES = ("running", "ok", "diverged", "failed")
+STATUSES = ("running", "ok", "diverged", "failed", "interrupted")
+# a `running` record whose heartbeat is older than this is reported `interrupted` when its process cannot be
+# checked (another host); the runner refreshes the heartbeat every HEARTBEAT_SECONDS while a job runs
+HEARTBEAT_SECONDS = 30.0
+STALE_AFTER_SECONDS = 600.0
 REQUIRED_FIELDS = ("schema_version", "run_id", "method", "dataset", "seed", "status", "config", "metrics")
 
 
@@ -30,12 +40,31 @@ def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
+_UMASK_LOCK = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it where /proc says it (Linux); else set-and-restore."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _UMASK_LOCK:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
 def atomic_write(path: Path, write: Callable[[Any], None], mode: str = "w") -> None:
-    """Write through `write(fileobj)` into a temporary sibling, fsync, then rename over `path`."""
+    """Write through `write(fileobj)` into a temporary sibling, fsync, then rename over `path`. The file gets
+    mode 0666 minus the umask (mkstemp's private 0600 would make shared result folders unreadable)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, mode) as f:
             write(f)
             f.flush()
@@ -133,17 +162,34 @@ def versions(plugin_dists: dict[str, str | None] | None = None) -> dict[str, Any
     return out
 
 
-def git_state(path: Path | None = None) -> dict[str, Any]:
-    """Commit and dirtiness of the git work tree holding the scorebench sources (None outside git)."""
+def git_state(path: Path | None = None, exclude: Path | str | None = None) -> dict[str, Any]:
+    """Commit and dirtiness of the git work tree holding the scorebench sources (None outside git).
+
+    `exclude` is the results folder being written: its files (tracked reference results rewritten with
+    `--out results`) do not make the tree dirty, so a run from a clean checkout says `dirty: false`."""
     path = path or Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(path), *args], capture_output=True, text=True, timeout=10,
+                              check=True).stdout
+
     try:
-        commit = subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True,
-                                timeout=10, check=True).stdout.strip()
-        status = subprocess.run(["git", "-C", str(path), "status", "--porcelain", "--untracked-files=no"],
-                                capture_output=True, text=True, timeout=10, check=True).stdout
-    except (OSError, subprocess.SubprocessError):
+        commit, top = git("rev-parse", "HEAD", "--show-toplevel").split("\n")[:2]
+        pathspec = ["--", "."]
+        if exclude is not None:
+            try:
+                rel = Path(exclude).resolve().relative_to(Path(top).resolve())
+            except ValueError:  # the results folder lies outside the work tree
+                rel = None
+            if rel is not None and rel.parts:
+                pathspec.append(f":(top,exclude){rel.as_posix()}")
+            elif rel is not None:  # the work tree itself is the results folder: nothing else to compare
+                pathspec = None
+        status = "" if pathspec is None else git("-C", top, "status", "--porcelain", "--untracked-files=no",
+                                                 *pathspec)
+    except (OSError, subprocess.SubprocessError, ValueError):
         return {"commit": None, "dirty": None}
-    return {"commit": commit, "dirty": bool(status.strip())}
+    return {"commit": commit.strip(), "dirty": bool(status.strip())}
 
 
 def cpu_model() -> str:
@@ -154,6 +200,52 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def hostname() -> str:
+    return socket.gethostname()
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` exists on this host (signal 0 checks without sending anything)."""
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    except (OSError, ValueError, TypeError, OverflowError):
+        return False
+    return True
+
+
+def _parse_utc(text: Any) -> datetime | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def effective_status(rec: dict[str, Any], now: datetime | None = None,
+                     stale_after: float = STALE_AFTER_SECONDS) -> str:
+    """The record's status, except that a `running` record whose job is gone is `interrupted`: on this host
+    when its process (`pid`) no longer exists, on any host when its heartbeat (`heartbeat_utc`, else
+    `started_utc` for records without one) is older than `stale_after` seconds. A kill -9 leaves such records."""
+    status = rec.get("status")
+    if status != "running":
+        return status
+    if rec.get("host") == hostname() and rec.get("pid") is not None and not process_alive(rec["pid"]):
+        return "interrupted"
+    beat = _parse_utc(rec.get("heartbeat_utc")) or _parse_utc(rec.get("started_utc"))
+    now = now or datetime.now(UTC)
+    if now.tzinfo is None:
+        now = now.replace(tzinfo=UTC)
+    if beat is None or (now - beat).total_seconds() > stale_after:
+        return "interrupted"
+    return "running"
 
 
 def hardware(device: torch.device | str | None = None) -> dict[str, Any]:

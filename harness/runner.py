@@ -10,11 +10,14 @@ from __future__ import annotations
 import copy
 import hashlib
 import inspect
+import os
+import shlex
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +35,9 @@ from harness.method import Method
 from harness.metrics import EvalContext, MetricValue
 from harness.metrics import throughput as T
 from harness.plugins import PluginHost
+from harness.progress import active as progress_active
+from harness.progress import is_active as progress_is_active
+from harness.progress import phase
 
 CHECKPOINT = "checkpoint.pt"
 WARMUP_STEPS_EXCLUDED = 5  # first optimiser steps left out of steps/s (allocator and kernel warm-up)
@@ -41,6 +47,16 @@ class Diverged(Exception):
     def __init__(self, step: int, reason: str):
         super().__init__(f"diverged at step {step}: {reason}")
         self.step, self.reason = step, reason
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a job: which job, in which phase, at which step, and the last checkpoint to resume from."""
+
+    def __init__(self, run_id: str, run_dir: Path, phase: str, step: int | None, checkpoint_step: int | None):
+        super().__init__(f"{run_id} interrupted during {phase}")
+        self.run_id, self.run_dir, self.phase = run_id, run_dir, phase
+        self.step, self.checkpoint_step = step, checkpoint_step
+        self.outcomes: list[JobOutcome] = []  # the suite's jobs up to and including this one (set by run_suite)
 
 
 def derive_seed(seed: int, tag: str) -> int:
@@ -61,7 +77,80 @@ def resolve_device(name: str) -> torch.device:
         raise ConfigError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise UsageError(f"device {name!r} requested but CUDA is not available here; use --device cpu or auto")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise UsageError(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                         f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
     return dev
+
+
+# threads -----------------------------------------------------------------------------------------------
+
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity, which containers and `taskset` restrict), not the
+    machine's: more intra-op threads than that fight each other and other processes for cores."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # no affinity API (macOS, Windows)
+        return max(1, os.cpu_count() or 1)
+
+
+def resolve_threads(requested: int) -> int:
+    """suite.threads / --threads: N > 0 as given; 0 for `available_cores()`, or fewer where torch was already
+    set lower (OMP_NUM_THREADS, or a program or test harness that embeds the runner)."""
+    if isinstance(requested, bool) or not isinstance(requested, int) or requested < 0:
+        raise ConfigError(f"suite.threads = {requested!r}: expected an integer >= 0 (0: the {available_cores()} "
+                          "cores this process may use)")
+    return requested or min(available_cores(), torch.get_num_threads())
+
+
+@contextmanager
+def using_threads(n: int) -> Iterator[int]:
+    """Run the block with `n` intra-op threads in torch and in numpy's BLAS (threadpoolctl, when installed);
+    the previous settings come back afterwards."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        with ExitStack() as stack:
+            try:
+                from threadpoolctl import threadpool_limits
+            except ImportError:
+                pass
+            else:  # BLAS only: torch's own OpenMP pool is set above (and restored last, below)
+                stack.enter_context(threadpool_limits(n, user_api="blas"))
+            yield n
+    finally:
+        torch.set_num_threads(saved)
+
+
+# packaged configs --------------------------------------------------------------------------------------
+
+def packaged_configs() -> dict[str, Path]:
+    """Configs shipped inside the package (harness/configs/*.toml), by name: `scorebench run quick`."""
+    from importlib.resources import files
+
+    folder = Path(str(files("harness") / "configs"))
+    return {p.stem: p for p in sorted(folder.glob("*.toml"))}
+
+
+DEFAULT_CONFIG = "quick"
+
+
+def find_config(name: str | Path | None) -> Path:
+    """The config file for `scorebench run [CONFIG]`: an existing file, else a packaged config by name (no
+    argument: `quick`). Anything else is a usage error that lists the packaged names."""
+    packaged = packaged_configs()
+    if name is None or str(name) == "":
+        name = DEFAULT_CONFIG
+    path = Path(name)
+    if path.is_file():
+        return path
+    if str(name) in packaged:
+        return packaged[str(name)]
+    if path.is_dir():
+        raise ConfigError(f"config {str(name)!r} is a folder; give a .toml file or a packaged config: "
+                          f"{', '.join(packaged)}")
+    raise ConfigError(f"config file {str(name)!r} not found, and it is not a packaged config; packaged: "
+                      f"{', '.join(packaged) or '(none)'} (e.g. `scorebench run {DEFAULT_CONFIG}`)")
 
 
 def _sync(device: torch.device) -> None:
@@ -157,8 +246,24 @@ def validate_suite(host: PluginHost, suite: Suite) -> None:
             if mname != "auto":
                 regs["metrics"].entry(mname)
     resolve_device(suite.suite.device)
+    from harness import validation as V
+
     for job in {j.dataset: j for j in suite.jobs}.values():
-        load_dataset(host, job).split("train")  # a missing or corrupt data set is a usage error (DataError)
+        V.check_splits(load_dataset(host, job))  # every split a job reads: missing or corrupt is a DataError
+    # each method is built from its config and the data spec (no model): its own config errors surface here, and
+    # a named metric that cannot apply to the data set or the method is refused (harness.validation)
+    metrics = [e.obj for e in regs["metrics"]]
+    for job in {(j.method, j.dataset, str(j.method_options), tuple(j.eval.metrics)): j for j in suite.jobs}.values():
+        dataset = load_dataset(host, job)
+        method_cls = regs["methods"].get(job.method)
+        try:
+            method = method_cls(method_cls.make_config(job.method_options), dataset.spec)
+        except UsageError:
+            raise
+        except Exception:  # noqa: BLE001 - a plugin's own bug is recorded by its job, not raised here
+            method = None
+        have = V.known_capabilities(dataset, method_cls, method)
+        V.check_metrics([m for m in job.eval.metrics if m != "auto"], metrics, dataset, job.method, have)
 
 
 # training ----------------------------------------------------------------------------------------------
@@ -175,6 +280,7 @@ class TrainState:
     timed_steps: int = 0  # steps counted for steps/s (warm-up excluded)
     timed_seconds: float = 0.0
     losses: list[float] = field(default_factory=list)
+    checkpoint_step: int | None = None  # step of the last checkpoint written or restored (not saved in it)
 
     def checkpoint(self) -> dict[str, Any]:
         return {
@@ -194,6 +300,7 @@ class TrainState:
         self.generator.set_state(ckpt["generator"])
         for key in ("step", "seconds", "timed_steps", "timed_seconds", "losses"):
             setattr(self, key, ckpt[key])
+        self.checkpoint_step = self.step
 
 
 def make_train_state(job: Job, model: nn.Module, device: torch.device) -> TrainState:
@@ -210,6 +317,7 @@ def make_train_state(job: Job, model: nn.Module, device: torch.device) -> TrainS
 def save_checkpoint(path: Path, state: TrainState) -> None:
     ckpt = state.checkpoint()
     records.atomic_write(path, lambda f: torch.save(ckpt, f), mode="wb")
+    state.checkpoint_step = state.step
 
 
 @torch.no_grad()
@@ -221,8 +329,9 @@ def ema_update(ema: nn.Module, model: nn.Module, rate: float) -> None:
 
 
 def train(job: Job, comp: Components, state: TrainState, data: torch.Tensor, device: torch.device,
-          ckpt_path: Path, progress: bool) -> None:
-    """Optimise until the step or seconds budget is spent, checkpointing every N steps and at the end."""
+          ckpt_path: Path, progress: bool, on_checkpoint=None) -> None:
+    """Optimise until the step or seconds budget is spent, checkpointing every N steps and at the end
+    (`on_checkpoint(state)` after each checkpoint: the runner refreshes the record)."""
     t = job.train
     total = t.steps if t.steps > 0 else None
     bar = _progress_bar(job, total, state.step, progress)
@@ -265,10 +374,14 @@ def train(job: Job, comp: Components, state: TrainState, data: torch.Tensor, dev
                     bar.set_postfix(loss=f"{value:.4g}", steps_s=f"{sps:.1f}")
             if t.checkpoint_every > 0 and state.step % t.checkpoint_every == 0:
                 save_checkpoint(ckpt_path, state)
+                if on_checkpoint is not None:
+                    on_checkpoint(state)
     finally:
         if bar is not None:
             bar.close()
     save_checkpoint(ckpt_path, state)
+    if on_checkpoint is not None:
+        on_checkpoint(state)
 
 
 def _progress_bar(job: Job, total: int | None, initial: int, enabled: bool):
@@ -282,26 +395,58 @@ def _progress_bar(job: Job, total: int | None, initial: int, enabled: bool):
 
 # sampling and evaluation -------------------------------------------------------------------------------
 
-def draw_samples(job: Job, comp: Components, model: nn.Module, device: torch.device) -> tuple[torch.Tensor, int, float]:
-    """n samples (model space, CPU), NFE per sample, and sampling seconds."""
+def draw_samples(job: Job, comp: Components, model: nn.Module,
+                 device: torch.device) -> tuple[torch.Tensor, float, float, dict[str, Any]]:
+    """n samples (model space, CPU), NFE per sample (mean over samples), sampling seconds, and the sampler's info
+    merged over batches (e.g. walk_jump's protocol; see `merge_sample_info`)."""
     g = make_generator(job.seed, "sample", device)
     model.eval()
     _sync(device)
     t0 = time.perf_counter()
-    samples, nfe = sample_in_batches(comp.method, model, job.eval.n_samples, job.eval.sample_batch, g)
+    samples, nfe, info = sample_in_batches(comp.method, model, job.eval.n_samples, job.eval.sample_batch, g,
+                                           with_info=True)
     _sync(device)
-    return samples, nfe, time.perf_counter() - t0
+    return samples, nfe, time.perf_counter() - t0, info
 
 
-def sample_in_batches(method: Method, model: nn.Module, n: int, batch: int,
-                      generator: torch.Generator) -> tuple[torch.Tensor, int]:
-    """n samples (model space, float32 on CPU) drawn `batch` at a time, and the NFE per sample."""
-    out, nfe, left = [], 0, n
+def merge_sample_info(infos: list[dict[str, Any]], sizes: list[int]) -> dict[str, Any]:
+    """One info for several batches: keys named total_* are summed; a value every batch agrees on is kept; other
+    numbers become their mean over samples (weighted by batch size), anything else the list of per-batch values.
+    "batches" counts the batches."""
+    merged: dict[str, Any] = {}
+    for key in dict.fromkeys(k for info in infos for k in info):
+        values = [info.get(key) for info in infos]
+        numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+        if key.startswith("total_") and numeric:
+            merged[key] = sum(values)
+        elif all(v == values[0] for v in values):
+            merged[key] = values[0]
+        elif numeric:
+            merged[key] = sum(v * b for v, b in zip(values, sizes, strict=True)) / sum(sizes)
+        else:
+            merged[key] = values
+    merged["batches"] = len(infos)
+    return merged
+
+
+def sample_in_batches(method: Method, model: nn.Module, n: int, batch: int, generator: torch.Generator,
+                      with_info: bool = False):
+    """n samples (model space, float32 on CPU) drawn `batch` at a time, and the NFE per sample: the mean over all
+    n samples (a batch's cost is its info["total_nfe"] where the method reports one, else nfe × batch size), an int
+    when whole. With `with_info`, also the batches' infos merged (`merge_sample_info`)."""
+    out, infos, sizes, total, left = [], [], [], 0, n
     while left > 0:
         res = method.sample(model, min(left, batch), generator)
         out.append(res.samples.detach().float().cpu())
-        nfe, left = res.nfe, left - res.samples.shape[0]
-    return torch.cat(out)[:n], nfe
+        size = res.samples.shape[0]
+        total += res.info.get("total_nfe", res.nfe * size)
+        infos.append(res.info)
+        sizes.append(size)
+        left -= size
+    mean = total / sum(sizes)
+    nfe = int(mean) if float(mean).is_integer() else mean
+    samples = torch.cat(out)[:n]
+    return (samples, nfe, merge_sample_info(infos, sizes)) if with_info else (samples, nfe)
 
 
 def check_samples(job: Job, samples: torch.Tensor, spec, step: int) -> None:
@@ -332,6 +477,8 @@ def evaluate(host: PluginHost, job: Job, comp: Components, model: nn.Module, sam
              device: torch.device, timings: dict[str, float], cache_dir: Path,
              run_dir: Path | None = None, artifacts: dict[str, str] | None = None) -> tuple[dict, dict]:
     """Run the requested (or all applicable) metrics; a failing metric is recorded, not fatal."""
+    from harness.metrics import classifier as domain_classifier
+
     method = comp.method
     score = method.score_fn(model)
     g_ll = make_generator(job.seed, "likelihood", device)
@@ -361,16 +508,21 @@ def evaluate(host: PluginHost, job: Job, comp: Components, model: nn.Module, sam
         # each metric draws from its own stream: its reference samples and floor do not depend on which other
         # metrics ran before it, so every method of a data set is measured against the same references
         ctx.generator = make_generator(job.seed, f"metrics/{metric.name}", torch.device("cpu"))
+        domain_classifier.pop_build_seconds()  # a classifier trained or loaded before this metric is not its cost
         try:
-            with T.Timer(device) as clock:
+            with phase(f"metric {metric.name}"), T.Timer(device) as clock:
                 out = metric.compute(ctx)
         except Exception as exc:  # noqa: BLE001 - a metric's failure is data for the record
             errors[metric.name] = f"{type(exc).__name__}: {exc}"
             continue
+        finally:  # training (or loading) the domain classifier is its own timing, not the first metric's
+            clf_seconds = domain_classifier.pop_build_seconds()
+            if clf_seconds:
+                timings["domain_classifier_seconds"] = timings.get("domain_classifier_seconds", 0.0) + clf_seconds
         if out is None:
             continue
-        # seconds per evaluation of each metric (an FID's includes its feature extraction)
-        timings.setdefault("metric_seconds", {})[metric.name] = clock.seconds
+        # seconds per evaluation of each metric (an FID's includes its feature extraction, not classifier training)
+        timings.setdefault("metric_seconds", {})[metric.name] = max(0.0, clock.seconds - clf_seconds)
         items = out.items() if isinstance(out, dict) else [(metric.name, out)]
         for name, mv in items:
             if not isinstance(mv, MetricValue):
@@ -400,11 +552,56 @@ class JobOutcome:
     status: str
     run_dir: Path
     message: str = ""
+    seconds: float = 0.0  # wall time of the job in this invocation (0 for a job skipped on --resume)
 
 
-def _base_record(host: PluginHost, job: Job, device: torch.device) -> dict[str, Any]:
+class RecordWriter:
+    """Writes one job's record, stamping `heartbeat_utc` on every write. While the job runs, a daemon thread
+    re-writes the last saved state with a fresh heartbeat every `interval` seconds (never an older state: it
+    keeps its own copy of what the job last saved), so the record of a job killed with -9 goes stale and
+    `records.effective_status` reports it `interrupted`, even during a metric that runs for minutes."""
+
+    def __init__(self, run_dir: Path, interval: float = records.HEARTBEAT_SECONDS):
+        self.run_dir, self.interval = Path(run_dir), interval
+        self._lock = threading.Lock()
+        self._last: dict[str, Any] | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def save(self, rec: dict[str, Any]) -> None:
+        with self._lock:
+            rec["heartbeat_utc"] = records.utc_now()
+            self._last = records._jsonable(rec)  # a copy: the job goes on changing `rec`
+            records.write_record(self.run_dir, self._last)
+        if self._thread is None and rec.get("status") == "running" and self.interval > 0:
+            self._thread = threading.Thread(target=self._beat, name=f"heartbeat {self.run_dir.name}", daemon=True)
+            self._thread.start()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.interval):
+            with self._lock:
+                if self._stop.is_set() or self._last is None:
+                    return
+                self._last["heartbeat_utc"] = records.utc_now()
+                try:
+                    records.write_record(self.run_dir, self._last)
+                except OSError:  # a full disk must not kill the job; the next beat tries again
+                    pass
+
+    def close(self, rec: dict[str, Any] | None = None) -> None:
+        """Stop the heartbeat, then write the final state (`rec`), which no heartbeat can overwrite."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        if rec is not None:
+            self.save(rec)
+
+
+def _base_record(host: PluginHost, job: Job, device: torch.device, out: Path | None = None) -> dict[str, Any]:
     dists = {i.name: (f"{i.distribution}=={i.version}" if i.distribution else "builtin")
              for i in host.infos.values() if not i.error}
+    hardware = records.hardware(device)
+    hardware["threads"] = torch.get_num_threads()  # intra-op threads of this run (--threads / suite.threads)
     return {
         "schema_version": records.SCHEMA_VERSION, "run_id": job.run_id, "method": job.method,
         "dataset": job.dataset, "seed": job.seed, "status": "running", "error": None,
@@ -412,8 +609,10 @@ def _base_record(host: PluginHost, job: Job, device: torch.device) -> dict[str, 
                    "method": dict(job.method_options), "backbone": {}, "metrics": job.metric_options},
         "budget": {"steps": job.train.steps, "seconds": job.train.seconds},
         "metrics": {}, "metric_errors": {}, "timings": {}, "nfe": None, "params": None, "artifacts": {},
-        "versions": records.versions(dists), "git": records.git_state(), "hardware": records.hardware(device),
-        "device": str(device), "started_utc": records.utc_now(), "ended_utc": None,
+        "versions": records.versions(dists), "git": records.git_state(exclude=out), "hardware": hardware,
+        "device": str(device), "threads": hardware["threads"], "started_utc": records.utc_now(), "ended_utc": None,
+        # where the job runs and when it last showed life: a `running` record of a killed job is `interrupted`
+        "host": records.hostname(), "pid": os.getpid(), "heartbeat_utc": records.utc_now(), "checkpoint_step": None,
     }
 
 
@@ -425,14 +624,26 @@ def run_job(host: PluginHost, job: Job, out: Path, *, resume: bool = False, prog
     if resume and record_path.exists():
         try:
             prev = records.read_record(record_path)
-            if prev["status"] in ("ok", "diverged"):
-                return JobOutcome(job.run_id, prev["status"], run_dir, "already complete (resumed: skipped)")
         except records.RecordError:
-            pass
+            prev = None
+        if prev is not None and prev["status"] in ("ok", "diverged"):
+            return JobOutcome(job.run_id, prev["status"], run_dir, "already complete (resumed: skipped)")
+        if prev is not None and _live_elsewhere(prev):
+            return JobOutcome(job.run_id, "running", run_dir,
+                              f"still running as pid {prev.get('pid')} on {prev.get('host')} (not started again)")
+    started = time.perf_counter()
     run_dir.mkdir(parents=True, exist_ok=True)
-    rec = _base_record(host, job, device)
-    records.write_record(run_dir, rec)
+    rec = _base_record(host, job, device, out)
+    writer = RecordWriter(run_dir)
+    writer.save(rec)
     ckpt_path = run_dir / CHECKPOINT
+    state: TrainState | None = None
+    current = "setup"
+
+    def checkpointed(st: TrainState) -> None:
+        rec["checkpoint_step"] = st.checkpoint_step
+        writer.save(rec)
+
     try:
         comp = build_components(host, job, device)
         rec["config"]["method"] = comp.method.resolved_config()
@@ -442,17 +653,22 @@ def run_job(host: PluginHost, job: Job, out: Path, *, resume: bool = False, prog
         state = make_train_state(job, comp.model, device)
         if resume and ckpt_path.exists():
             state.restore(torch.load(ckpt_path, map_location=device, weights_only=False))
-            rec["resumed_from_step"] = state.step
+            rec["resumed_from_step"] = rec["checkpoint_step"] = state.step
         data = comp.dataset.split("train")[0].to(device)
         T.reset_peak_memory(device)
-        train(job, comp, state, data, device, ckpt_path, progress)
+        current = "training"
+        with phase("training"):
+            train(job, comp, state, data, device, ckpt_path, progress, on_checkpoint=checkpointed)
         train_peak = T.peak_memory(device)
         rec["artifacts"]["checkpoint"] = CHECKPOINT
         rec["train"] = {"steps": state.step, "final_loss": state.losses[-1] if state.losses else None,
                         "loss_curve": _thin(state.losses, 200)}
+        writer.save(rec)
         sample_model = state.ema if state.ema is not None else state.model
         T.reset_peak_memory(device)
-        samples, nfe, sample_s = draw_samples(job, comp, sample_model, device)
+        current = "sampling"
+        with phase(f"sampling {job.eval.n_samples}"):
+            samples, nfe, sample_s, rec["sampling"] = draw_samples(job, comp, sample_model, device)
         sample_peak = T.peak_memory(device)
         timings = {
             "train_seconds": state.seconds, "train_steps": state.step,
@@ -467,9 +683,14 @@ def run_job(host: PluginHost, job: Job, out: Path, *, resume: bool = False, prog
             "peak_memory_kind": train_peak["peak_memory_kind"],
             "timing": "wall clock, device synchronised; the first steps of training are warm-up, excluded from rates",
         }
+        # sampling GFLOPs per sample (FlopCounterMode on 2 samples of the shortened sampler, scaled), own stream
+        timings.update(T.sample_flops(comp.method, sample_model, make_generator(job.seed, "flops", device), nfe))
         rec["timings"], rec["nfe"] = timings, nfe
-        rec["artifacts"].update(save_samples(run_dir, comp.dataset, samples))
+        with phase("saving samples"):
+            rec["artifacts"].update(save_samples(run_dir, comp.dataset, samples))
+        writer.save(rec)
         check_samples(job, samples, comp.dataset.spec, state.step)
+        current = "metrics"
         ctx_artifacts: dict[str, str] = {}
         metrics, errors = evaluate(host, job, comp, sample_model, samples, nfe, device, timings,
                                    out / ".cache", run_dir, ctx_artifacts)
@@ -482,16 +703,35 @@ def run_job(host: PluginHost, job: Job, out: Path, *, resume: bool = False, prog
         rec["status"] = "failed"
         rec["error"] = {"type": type(exc).__name__, "message": str(exc),
                         "traceback": traceback.format_exc(limit=8)}
-    except BaseException as exc:  # KeyboardInterrupt: record what happened, then stop
-        rec["status"] = "failed"
-        rec["error"] = {"type": type(exc).__name__, "message": "interrupted; rerun with --resume"}
+    except KeyboardInterrupt as exc:  # Ctrl-C: record where it stopped, then stop the suite
+        step = state.step if state is not None else None
+        ckpt_step = state.checkpoint_step if state is not None else None
+        rec["status"] = "interrupted"
+        rec["checkpoint_step"] = ckpt_step
+        where = f"during {current}" + (f" at step {step}" if step is not None else "")
+        saved = f"last checkpoint at step {ckpt_step}" if ckpt_step is not None else "no checkpoint yet"
+        rec["error"] = {"type": "KeyboardInterrupt", "message": f"interrupted {where}; {saved}; rerun with --resume",
+                        "phase": current, "step": step, "checkpoint_step": ckpt_step}
         rec["ended_utc"] = records.utc_now()
-        records.write_record(run_dir, rec)
+        writer.close(rec)
+        raise Interrupted(job.run_id, run_dir, current, step, ckpt_step) from exc
+    except BaseException as exc:  # SystemExit from a plugin and the like: record it, then let it through
+        rec["status"] = "failed"
+        rec["error"] = {"type": type(exc).__name__, "message": str(exc) or type(exc).__name__}
+        rec["ended_utc"] = records.utc_now()
+        writer.close(rec)
         raise
     rec["ended_utc"] = records.utc_now()
-    records.write_record(run_dir, rec)
+    writer.close(rec)
     msg = rec["error"]["message"] if rec["error"] else ""
-    return JobOutcome(job.run_id, rec["status"], run_dir, msg)
+    return JobOutcome(job.run_id, rec["status"], run_dir, msg, time.perf_counter() - started)
+
+
+def _live_elsewhere(rec: dict[str, Any]) -> bool:
+    """A `running` record of another live process (a concurrent run into the same folder): not to be resumed."""
+    if records.effective_status(rec) != "running":
+        return False
+    return not (rec.get("host") == records.hostname() and rec.get("pid") == os.getpid())
 
 
 def _thin(values: list[float], n: int) -> list[float]:
@@ -503,28 +743,75 @@ def _thin(values: list[float], n: int) -> list[float]:
 
 def run_suite(host: PluginHost, suite: Suite, *, out: Path | None = None, resume: bool = False,
               progress: bool = True, log=print) -> list[JobOutcome]:
+    """Run every job of `suite` with `suite.threads` intra-op threads. With `progress`, every phase of every job
+    shows (bars for step loops, a line with the seconds of each phase and metric) unless the caller already
+    turned progress on (then its settings, e.g. its log, stay). Ctrl-C raises `Interrupted` carrying the
+    outcomes so far."""
+    threads = resolve_threads(suite.suite.threads)
     validate_suite(host, suite)
     out = Path(out or suite.suite.out)
-    outcomes = []
-    for i, job in enumerate(suite.jobs, 1):
-        log(f"[{i}/{len(suite.jobs)}] {job.method} on {job.dataset} (seed {job.seed}) -> {out / 'runs' / job.run_id}")
-        res = run_job(host, job, out, resume=resume, progress=progress)
-        line = f"    {res.status}" + (f": {res.message}" if res.message else "")
-        log(line)
-        outcomes.append(res)
+    outcomes: list[JobOutcome] = []
+    with ExitStack() as stack:
+        stack.enter_context(using_threads(threads))
+        if progress and not progress_is_active():
+            stack.enter_context(progress_active(True))
+        for i, job in enumerate(suite.jobs, 1):
+            log(f"[{i}/{len(suite.jobs)}] {job.method} on {job.dataset} (seed {job.seed}) -> "
+                f"{out / 'runs' / job.run_id}")
+            t0 = time.perf_counter()
+            try:
+                res = run_job(host, job, out, resume=resume, progress=progress)
+            except Interrupted as exc:
+                outcomes.append(JobOutcome(job.run_id, "interrupted", exc.run_dir, str(exc),
+                                           time.perf_counter() - t0))
+                exc.outcomes = outcomes
+                raise
+            line = f"    {res.status}" + (f": {res.message}" if res.message else "")
+            log(line)
+            outcomes.append(res)
     return outcomes
 
 
+def summary_table(outcomes: list[JobOutcome]) -> str:
+    """One line per job: run id, status and wall time in this invocation (skipped jobs: 0 s)."""
+    width = max([len(o.run_id) for o in outcomes] + [3])
+    lines = [f"{'job':<{width}}  {'status':<11}  {'seconds':>8}"]
+    lines += [f"{o.run_id:<{width}}  {o.status:<11}  {o.seconds:>8.1f}" for o in outcomes]
+    lines.append(f"{'total':<{width}}  {'':<11}  {sum(o.seconds for o in outcomes):>8.1f}")
+    return "\n".join(lines)
 
-def run_config(config: str | Path, *, sets: list[str] = (), methods: str | None = None,
+
+def resume_command(config: str | Path | None, *, sets=(), methods=None, datasets=None, seeds=None, device=None,
+                   out=None, data_root=None, download=False, plugins_dir=None, threads=None) -> str:
+    """The `scorebench run ... --resume` line that continues a run with the same config, overrides and folder."""
+    args = ["scorebench", "run"] + ([str(config)] if config not in (None, "") else [])
+    for item in sets:
+        args += ["--set", item]
+    for flag, value in (("--methods", methods), ("--datasets", datasets), ("--seeds", seeds),
+                        ("--device", device), ("--threads", threads), ("--data-root", data_root),
+                        ("--plugins-dir", plugins_dir), ("--out", out)):
+        if value not in (None, ""):
+            args += [flag, str(value)]
+    if download:
+        args.append("--download")
+    return shlex.join(args + ["--resume"])
+
+
+
+def run_config(config: str | Path | None, *, sets: list[str] = (), methods: str | None = None,
                datasets: str | None = None, seeds: str | None = None, device: str | None = None,
                out: str | None = None, resume: bool = False, data_root: str | None = None,
-               download: bool = False, plugins_dir: str | None = None, quiet: bool = False, log=print) -> int:
-    """`scorebench run`: resolve the config, load plugins, run every job. Exit code 0, or 1 if any job failed."""
+               download: bool = False, plugins_dir: str | None = None, quiet: bool = False,
+               threads: int | None = None, log=print, err_log=None) -> int:
+    """`scorebench run`: resolve the config (a file, or a packaged config by name; none: `quick`), load plugins,
+    run every job, print a summary. Exit code 0, 1 if any job failed, 130 on Ctrl-C (with the job interrupted,
+    its last checkpoint and the command that resumes it)."""
     from harness.config import load_toml, resolve_suite
     from harness.plugins import get_plugin_host
 
-    raw = load_toml(config)
+    err_log = err_log or log
+    path = find_config(config)
+    raw = load_toml(path)
     plugins_dir = plugins_dir or raw.get("suite", {}).get("plugins_dir") or None
     host = get_plugin_host(plugins_dir)
     for info in host.failures():
@@ -539,12 +826,27 @@ def run_config(config: str | Path, *, sets: list[str] = (), methods: str | None 
             raise ConfigError(f"expected a comma-separated list of integers, got {value!r}") from None
 
     cli = {"methods": split(methods), "datasets": split(datasets), "seeds": split(seeds, int), "device": device,
-           "out": out, "data_root": data_root, "download": download or None}
-    suite = resolve_suite(raw, str(config), list(sets), cli, host.registries["methods"].names())
+           "out": out, "data_root": data_root, "download": download or None, "threads": threads}
+    suite = resolve_suite(raw, str(path), list(sets), cli, host.registries["methods"].names())
     progress = not quiet and sys.stderr.isatty()
-    outcomes = run_suite(host, suite, out=Path(suite.suite.out), resume=resume, progress=progress,
-                         log=(lambda *a: None) if quiet else log)
+    job_log = (lambda *a: None) if quiet else log
+    results = Path(suite.suite.out)
+    try:
+        outcomes = run_suite(host, suite, out=results, resume=resume, progress=progress, log=job_log)
+    except Interrupted as exc:
+        if not quiet:
+            log(summary_table(exc.outcomes))
+        saved = (f"last checkpoint at step {exc.checkpoint_step} ({exc.run_dir / CHECKPOINT})"
+                 if exc.checkpoint_step is not None else "no checkpoint yet (it restarts from step 0)")
+        at = f" at step {exc.step}" if exc.step is not None else ""
+        err_log(f"Interrupted: job {exc.run_id} during {exc.phase}{at}; {saved}. Finished jobs are kept.")
+        err_log("Continue with:\n  " + resume_command(
+            config, sets=sets, methods=methods, datasets=datasets, seeds=seeds, device=device, out=str(results),
+            data_root=data_root, download=download, plugins_dir=plugins_dir, threads=threads))
+        return 130
+    if not quiet:
+        log(summary_table(outcomes))
     counts = {s: sum(o.status == s for o in outcomes) for s in ("ok", "diverged", "failed")}
     log(f"{len(outcomes)} jobs: {counts['ok']} ok, {counts['diverged']} diverged, {counts['failed']} failed; "
-        f"records in {Path(suite.suite.out) / 'runs'}")
+        f"records in {results / 'runs'}")
     return 1 if counts["failed"] else 0

@@ -25,7 +25,8 @@ def test_help_explains_every_command(invoke):
     for cmd in ("run", "list", "plugins", "doctor", "leaderboard"):
         assert cmd in out
     run_help = invoke("run", "--help").output
-    for opt in ("--set", "--methods", "--datasets", "--seeds", "--device", "--out", "--resume", "--data-root"):
+    for opt in ("--set", "--methods", "--datasets", "--seeds", "--device", "--out", "--resume", "--data-root",
+                "--threads"):
         assert opt in run_help
 
 
@@ -129,3 +130,86 @@ def test_doctor_reports_versions_data_and_plugins(invoke, tmp_path):
 def test_bad_plugins_dir_exits_2(invoke, tmp_path):
     r = invoke("list", "--plugins-dir", tmp_path / "missing")
     assert r.exit_code == 2 and "does not exist" in r.output
+
+
+def test_device_accepts_cuda_with_an_index(invoke, tiny_config):
+    """cuda:N passes the command line like it passes the config; without CUDA the run then refuses (exit 2)."""
+    import torch
+
+    r = invoke("run", tiny_config, "--device", "gpu0")
+    assert r.exit_code == 2 and "expected auto, cpu, cuda or cuda:N" in r.output
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    for device in ("cuda:0", "cuda:1", "cuda"):
+        r = invoke("run", tiny_config, "--device", device)
+        assert r.exit_code == 2 and "CUDA is not available" in r.output, (device, r.output)
+
+
+QUICK_TINY = ["--methods", "tiny", "--datasets", "gauss2", "--set", "train.steps=3", "--set", "eval.n_samples=16",
+              "--set", "eval.metrics=[]", "--quiet"]
+
+
+def test_packaged_config_runs_from_any_folder_into_results_local(invoke, tmp_path):
+    """No argument and `quick` both use the packaged config from a folder without configs/; records go to the
+    untracked results/local."""
+    from conftest import REPO
+
+    from harness.runner import packaged_configs
+
+    assert not (tmp_path / "configs").exists()  # the test runs in its own temporary folder
+    for args in ([], ["quick"]):
+        r = invoke("run", *args, *QUICK_TINY)
+        assert r.exit_code == 0, (args, r.output)
+    (path,) = tmp_path.glob("results/local/runs/*/record.json")
+    rec = json.loads(path.read_text())
+    assert rec["config"]["suite"]["out"] == "results/local"
+    assert rec["config"]["train"]["lr"] == 2e-3 and rec["config"]["suite"]["device"] == "cpu"  # quick's values
+    # one file: the repository's configs/quick.toml is the packaged one
+    assert (REPO / "configs" / "quick.toml").resolve() == packaged_configs()["quick"].resolve()
+    r = invoke("run", "quik", *QUICK_TINY)
+    assert r.exit_code == 2 and "'quik' not found" in r.output and "packaged: quick" in r.output
+
+
+def test_ctrl_c_names_the_job_its_checkpoint_and_the_resume_command(invoke, host, tiny_config, tmp_path,
+                                                                   monkeypatch):
+    import shlex
+
+    tiny = host.registries["methods"].get("tiny")
+    original, calls = tiny.loss, {"n": 0}
+
+    def crashing_loss(self, model, batch, g):
+        calls["n"] += 1
+        if calls["n"] == 8:  # step 8 of 12, after the step-5 checkpoint
+            raise KeyboardInterrupt
+        return original(self, model, batch, g)
+
+    monkeypatch.setattr(tiny, "loss", crashing_loss)
+    out = tmp_path / "res"
+    r = invoke("run", tiny_config, "--set", "methods.tiny.sigma=0.4", "--out", out, "--threads", "1")
+    assert r.exit_code == 130
+    (rec_path,) = out.glob("runs/*/record.json")
+    rec = json.loads(rec_path.read_text())
+    assert rec["status"] == "interrupted" and rec["checkpoint_step"] == 5
+    assert f"Interrupted: job {rec['run_id']} during training at step 7; last checkpoint at step 5" in r.stderr
+    assert "Aborted!" not in r.output
+    command = r.stderr.split("Continue with:\n")[1].strip()
+    assert shlex.split(command) == ["scorebench", "run", str(tiny_config), "--set", "methods.tiny.sigma=0.4",
+                                    "--threads", "1", "--out", str(out), "--resume"]
+    assert f"{rec['run_id']}  interrupted" in r.stdout  # the summary so far
+
+    monkeypatch.setattr(tiny, "loss", original)
+    r = invoke(*shlex.split(command)[1:])
+    assert r.exit_code == 0, r.output
+    rec = json.loads(rec_path.read_text())
+    assert rec["status"] == "ok" and rec["resumed_from_step"] == 5
+
+
+def test_run_ends_with_a_summary_of_every_job_and_records_the_threads(invoke, tiny_config, tmp_path):
+    r = invoke("run", tiny_config, "--out", tmp_path, "--seeds", "0,1", "--threads", "1")
+    assert r.exit_code == 0, r.output
+    recs = [json.loads(p.read_text()) for p in sorted(tmp_path.glob("runs/*/record.json"))]
+    assert len(recs) == 2 and all(rec["threads"] == 1 for rec in recs)
+    summary = r.stdout.split("job ")[1]
+    for rec in recs:
+        (row,) = [line for line in summary.splitlines() if line.startswith(rec["run_id"])]
+        assert row.split()[1] == "ok" and float(row.split()[2]) > 0

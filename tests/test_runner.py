@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import threading
 
 import pytest
@@ -10,6 +12,7 @@ import torch
 
 from harness import records
 from harness.config import load_suite
+from harness.errors import ConfigError
 from harness.runner import run_job, run_suite
 
 
@@ -58,7 +61,8 @@ def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(host, tiny_co
         run_job(host, job, tmp_path / "res", progress=False)
     run_dir = tmp_path / "res" / "runs" / job.run_id
     rec = records.read_record(run_dir / "record.json")
-    assert rec["status"] == "failed" and "interrupted" in rec["error"]["message"]
+    assert rec["status"] == "interrupted" and "interrupted" in rec["error"]["message"]
+    assert rec["error"]["step"] == 7 and rec["checkpoint_step"] == 5
     assert _weights(run_dir)[0] == 5
 
     monkeypatch.setattr(tiny, "loss", original)
@@ -198,3 +202,132 @@ def test_cuda_request_without_cuda_is_a_usage_error(host, tiny_config):
         pytest.skip("this machine has CUDA")
     with pytest.raises(UsageError, match="CUDA is not available"):
         validate_suite(host, _suite(host, tiny_config, "suite.device='cuda'"))
+
+
+def test_every_phase_and_metric_shows_its_time_and_the_summary_lists_every_job(host, tiny_config, tmp_path):
+    """With progress on, training, sampling and each metric print a line when they start and their seconds when
+    they end; the summary has a row per job with its status and wall time."""
+    from harness import progress
+    from harness.runner import summary_table
+
+    lines: list[str] = []
+    suite = _suite(host, tiny_config, "suite.seeds=[0, 1]", "eval.metrics=['mmd', 'energy_distance']")
+    with progress.active(True, log=lines.append):
+        outs = run_suite(host, suite, out=tmp_path, progress=True, log=lambda *a: None)
+    text = "\n".join(lines)
+    for name in ("training", "sampling 64", "saving samples", "metric mmd", "metric energy_distance"):
+        assert text.count(f"    {name} ...") == 2, (name, text)  # once per job
+        assert len(re.findall(rf"^    {name}: done in \d+\.\d s$", text, re.M)) == 2, (name, text)
+    table = summary_table(outs).splitlines()
+    assert table[0].split() == ["job", "status", "seconds"]
+    for out, row in zip(outs, table[1:3], strict=True):
+        run_id, status, seconds = row.split()
+        assert (run_id, status) == (out.run_id, "ok") and float(seconds) == pytest.approx(out.seconds, abs=0.05)
+        assert out.seconds > 0
+    assert table[3].split()[0] == "total"
+
+
+def test_threads_are_applied_for_the_run_and_recorded(host, tiny_config, tmp_path, monkeypatch):
+    from harness.runner import resolve_threads
+
+    tiny = host.registries["methods"].get("tiny")
+    original, seen = tiny.loss, []
+
+    def spying_loss(self, model, batch, g):
+        seen.append(torch.get_num_threads())
+        return original(self, model, batch, g)
+
+    monkeypatch.setattr(tiny, "loss", spying_loss)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        outs = run_suite(host, _suite(host, tiny_config, "suite.threads=1"), out=tmp_path, progress=False,
+                         log=lambda *a: None)
+        assert torch.get_num_threads() == 2  # the caller's setting comes back after the run
+    finally:
+        torch.set_num_threads(before)
+    assert set(seen) == {1}
+    rec = records.read_record(outs[0].run_dir / "record.json")
+    assert rec["threads"] == rec["hardware"]["threads"] == 1
+    # 0 (the default): the cores this process may use, not the machine's count, nor more than torch was set to
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 3, 5}, raising=False)
+    torch.set_num_threads(8)
+    try:
+        assert resolve_threads(0) == 3 and resolve_threads(2) == 2
+        torch.set_num_threads(1)  # e.g. OMP_NUM_THREADS=1, or this test session
+        assert resolve_threads(0) == 1
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(ConfigError, match="suite.threads"):
+        resolve_threads(-1)
+
+
+def test_the_record_says_where_it_runs_and_beats_while_running(host, tiny_config, tmp_path):
+    import time
+
+    from harness.runner import RecordWriter
+
+    rec = records.read_record(run_job(host, _suite(host, tiny_config).jobs[0], tmp_path, progress=False).run_dir
+                              / "record.json")
+    assert rec["host"] == records.hostname() and rec["pid"] == os.getpid() and rec["heartbeat_utc"]
+    assert rec["checkpoint_step"] == 12
+    # the heartbeat thread re-writes the last saved state while the job runs, and nothing after the final write
+    writer = RecordWriter(tmp_path / "beat", interval=0.02)
+    state = {"status": "running", "metrics": {}}
+    writer.save(state)
+    state["metrics"]["half-done"] = 1  # changed after the save: a heartbeat must not write it
+    (tmp_path / "beat" / "record.json").unlink()
+    deadline = time.monotonic() + 5
+    while not (tmp_path / "beat" / "record.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    beat = json.loads((tmp_path / "beat" / "record.json").read_text())
+    assert beat["status"] == "running" and beat["metrics"] == {} and beat["heartbeat_utc"]
+    writer.close({"status": "ok", "metrics": {"m": 1}})
+    (tmp_path / "beat" / "record.json").unlink()
+    time.sleep(0.1)
+    assert not (tmp_path / "beat" / "record.json").exists()
+
+
+def test_a_killed_job_reads_as_interrupted_and_resume_picks_it_up(host, tiny_config, tmp_path, monkeypatch):
+    """kill -9 leaves `status: running` with the pid of a dead process: it is `interrupted`, and --resume
+    continues it from its checkpoint to the same weights as an uninterrupted run."""
+    import subprocess
+    import sys
+
+    job = _suite(host, tiny_config).jobs[0]
+    ref = run_job(host, job, tmp_path / "ref", progress=False)
+    tiny = host.registries["methods"].get("tiny")
+    original, calls = tiny.loss, {"n": 0}
+
+    def crashing_loss(self, model, batch, g):
+        calls["n"] += 1
+        if calls["n"] == 8:
+            raise KeyboardInterrupt
+        return original(self, model, batch, g)
+
+    monkeypatch.setattr(tiny, "loss", crashing_loss)
+    with pytest.raises(KeyboardInterrupt):
+        run_job(host, job, tmp_path / "res", progress=False)
+    monkeypatch.setattr(tiny, "loss", original)
+    run_dir = tmp_path / "res" / "runs" / job.run_id
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    rec = records.read_record(run_dir / "record.json")
+    rec.update(status="running", error=None, ended_utc=None, pid=dead.pid)  # what kill -9 leaves behind
+    records.write_record(run_dir, rec)
+    assert records.effective_status(records.read_record(run_dir / "record.json")) == "interrupted"
+
+    # a record of a live process elsewhere is not resumed over
+    rec["pid"] = os.getppid()
+    records.write_record(run_dir, rec)
+    busy = run_job(host, job, tmp_path / "res", resume=True, progress=False)
+    assert busy.status == "running" and "still running" in busy.message
+
+    rec["pid"] = dead.pid
+    records.write_record(run_dir, rec)
+    res = run_job(host, job, tmp_path / "res", resume=True, progress=False)
+    assert res.status == "ok"
+    assert records.read_record(run_dir / "record.json")["resumed_from_step"] == 5
+    s1, m1, e1 = _weights(ref.run_dir)
+    s2, m2, e2 = _weights(run_dir)
+    assert s1 == s2 == 12 and _same(m1, m2) and _same(e1, e2)
