@@ -60,6 +60,10 @@ class LangevinChain(Chain):
     def readout(self, x: Tensor) -> Tensor:
         return x + self.model.sigma**2 * self.model(x) if self.denoise else x
 
+    def trace(self, x: Tensor) -> Tensor:
+        """The chain's own position x (no denoise: the readout is a deterministic function of it)."""
+        return x
+
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "readout": "tweedie denoise" if self.denoise else "raw state",
                 "step_size": self.eps}
@@ -97,7 +101,8 @@ class DSM(Method):
         for _ in range(self.config.steps):
             x = chain.step(x, generator)
         x = chain.readout(x)
-        return SampleResult(x, self.config.steps + int(self.config.denoise))
+        nfe = self.config.steps * chain.nfe_per_step + chain.readout_nfe
+        return SampleResult(x, nfe, {"total_nfe": n * nfe})
 
     def score_fn(self, model: ScoreNet):
         return model, self.config.sigma

@@ -24,10 +24,13 @@ head (w₁·h)(w₂·h) + w₃·h² is an indefinite quadratic form of the featu
 ``head = "quadratic"``. Activations come from the backbone options and are smooth (SiLU by default; the paper
 uses ELU, also offered), since the loss differentiates the network twice.
 
-Scales: the paper's σ0 = 0.1, σ ∈ [0.05, 1.2] and ε = 0.02 are for data in [0, 1]; they are used unchanged in
-model space (images in [-1, 1], where they are half as large relative to the data range, and 2-D toy data with
-coordinates of order 1). σ_max = 0 derives the largest level from the data: 1.2 for images (the paper) and the
-data's largest pairwise distance / sqrt(d) for vectors, so the largest noise ball covers the data.
+Scales (README, "Rescaling the papers' defaults to [-1, 1]"): the paper's σ0 = 0.1, σ ∈ [0.05, 1.2], ε = 0.02 and
+start 0.5 + N(0, 1) are for images in [0, 1]. Every one of them is a length, so on [-1, 1] each doubles: σ0 = 0.2,
+σ ∈ [0.1, 2.4], ε = 0.04, start N(0, 2²) (the centre of the data); the dimensionless ε²/σ0² is unchanged, and so
+the sampler is the paper's up to the map x -> 2x − 1. Vectors have no reference range; their unit of length is the
+data's std (the convention of dsm, walk_jump and ssm): σ0 = 0.1·std, σ_min = 0.05·std, ε = 0.02·std, start
+N(centre, std²), and σ_max = the largest pairwise distance / √d. So every default scales with the data (rescaling
+vector data by c rescales them all by c) and keeps ε/σ0 = 0.2 as the paper; unit-std data keep the paper's numbers.
 """
 
 from __future__ import annotations
@@ -43,6 +46,8 @@ from torch import Tensor, nn
 from harness.errors import ConfigError, did_you_mean
 from harness.hookspecs import hookimpl
 from harness.method import Chain, Method, MethodConfig, SampleResult, expand_as_batch, randn
+
+PAPER_RANGE = 1.0  # width of the value range the paper's lengths are stated for (images in [0, 1])
 
 # noise levels tied to batch position: (σ_min, σ_max, B) -> [B]
 SPACINGS: dict[str, Callable[[float, float, int], Tensor]] = {
@@ -87,17 +92,18 @@ class MDSMConfig(MethodConfig):
     """Defaults from Li, Chen & Sommer (2023) and their CIFAR-10 scripts; 0 means "derive from the data"."""
 
     head: str = "norm"  # energy head: norm (E = ½‖x − f(x)‖², ≥ 0, default) | quadratic (the paper's) | linear
-    sigma0: float = 0.1  # the fixed target noise level σ0
-    sigma_min: float = 0.05  # smallest training noise level
-    sigma_max: float = 0.0  # largest training noise level; 0: 1.2 for images, max pairwise distance/√d for vectors
+    # lengths (see "Scales" above; the paper's [0, 1] values doubled for images, in units of the std for vectors)
+    sigma0: float = 0.0  # the fixed target noise level σ0; 0: images 0.2 (paper 0.1), vectors 0.1·std
+    sigma_min: float = 0.0  # smallest training noise level; 0: images 0.1 (paper 0.05), vectors 0.05·std
+    sigma_max: float = 0.0  # largest training level; 0: images 2.4 (paper 1.2), vectors max pairwise distance/√d
     spacing: str = "linear"  # linear | geometric spacing of σ_i over the batch positions
     t_max: float = 100.0  # temperature of the hot phase
     hot_steps: int = 500  # Langevin steps at T_max
     cool_steps: int = 2000  # steps of exponential cooling from T_max to 1
     final_steps: int = 200  # steps of linear cooling from 1 to 0
-    step_size: float = 0.02  # Langevin ε (x ← x − ½ε²∇E + √T ε ξ)
+    step_size: float = 0.0  # Langevin ε (x ← x − ½ε²∇E + √T ε ξ); 0: images 0.04 (paper 0.02), vectors 0.02·std
     denoise: bool = True  # final step x − σ0²∇E(x) (one more energy gradient)
-    init_std: float = 0.0  # sampler start N(centre of the value range, init_std² I); 0: 1 for images (the
+    init_std: float = 0.0  # sampler start N(centre of the value range, init_std² I); 0: 2 for images (the
     # paper's 0.5 + N(0, 1) on [0, 1]), the data std for vectors
     chain_step_size: float = 0.0  # ε of the stationary T = 1 chain; 0: step_size
 
@@ -108,6 +114,7 @@ class LangevinChain(Chain):
 
     stationary = True
     nfe_per_step = 1
+    grad_evals_per_step = 1  # ∇E of the energy network at every step
 
     def __init__(self, model: nn.Module, method: MDSM, step_size: float):
         self.model, self.method, self.eps = model, method, step_size
@@ -126,6 +133,10 @@ class LangevinChain(Chain):
         cfg = self.method.config
         return denoise(self.model, x, cfg.sigma0).detach() if cfg.denoise else x
 
+    def trace(self, x: Tensor) -> Tensor:
+        """The chain's own position x (no denoise: the readout is a deterministic function of it)."""
+        return x
+
     def describe(self) -> dict[str, Any]:
         readout = "denoise x - sigma0^2 grad E(x)" if self.method.config.denoise else "raw state"
         return {**super().describe(), "temperature": 1.0, "step_size": self.eps, "readout": readout}
@@ -142,15 +153,27 @@ class MDSM(Method):
         if config.spacing not in SPACINGS:
             raise ConfigError(did_you_mean("methods.mdsm.spacing", config.spacing, SPACINGS))
         # resolved values land in self.config, so the run record shows what was used
-        if config.sigma_max <= 0:
-            config.sigma_max = 1.2 if spec.kind == "image" else float(spec.max_pairwise_distance) / math.sqrt(spec.dim)
-        if config.init_std <= 0:
-            config.init_std = 1.0 if spec.kind == "image" else float(spec.std)
+        for name, value in self.default_lengths(spec).items():
+            if getattr(config, name) <= 0:
+                setattr(config, name, value)
         if config.chain_step_size <= 0:
             config.chain_step_size = config.step_size
         if not 0 < config.sigma_min <= config.sigma_max:
             raise ConfigError(f"methods.mdsm: need 0 < sigma_min <= sigma_max, got {config.sigma_min}, "
                               f"{config.sigma_max}")
+
+    @staticmethod
+    def default_lengths(spec) -> dict[str, float]:
+        """The paper's lengths for data in [0, 1] (σ0 0.1, σ ∈ [0.05, 1.2], ε 0.02, start std 1) rescaled to the data:
+        images in [-1, 1] double them; vectors measure them in units of the data's std, σ_max = max distance/√d."""
+        if spec.kind == "image":
+            unit = (spec.value_range[1] - spec.value_range[0]) / PAPER_RANGE  # 2 on [-1, 1]
+            return {"sigma0": 0.1 * unit, "sigma_min": 0.05 * unit, "sigma_max": 1.2 * unit, "step_size": 0.02 * unit,
+                    "init_std": 1.0 * unit}
+        std = float(spec.std)
+        return {"sigma0": 0.1 * std, "sigma_min": 0.05 * std,
+                "sigma_max": float(spec.max_pairwise_distance) / math.sqrt(spec.dim), "step_size": 0.02 * std,
+                "init_std": std}
 
     def build_model(self, backbone) -> nn.Module:
         return backbone.energy(head=self.config.head, conditional=False)
@@ -186,7 +209,8 @@ class MDSM(Method):
             x = langevin_step(model, x, cfg.step_size, temp, generator).detach()
         if cfg.denoise:
             x = denoise(model, x, cfg.sigma0).detach()
-        return SampleResult(x, len(temps) + int(cfg.denoise), {"t_max": cfg.t_max})
+        nfe = len(temps) + int(cfg.denoise)  # every evaluation is an energy gradient
+        return SampleResult(x, nfe, {"t_max": cfg.t_max, "grad_evals": nfe, "total_nfe": n * nfe})
 
     def chain(self, model: nn.Module) -> LangevinChain:
         return LangevinChain(model, self, self.config.chain_step_size)

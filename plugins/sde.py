@@ -51,6 +51,7 @@ class SDE(ABC):
 
     name: ClassVar[str]
     parametrisation: ClassVar[str]  # the network-output convention used with this SDE by default
+    default_sampler: ClassVar[str]  # the sampler of the paper's configuration for this SDE
     sample_eps: ClassVar[float]  # smallest time the samplers reach (the paper's code: 1e-5 VE, 1e-3 VP/sub-VP)
     prior_std: float = 1.0
 
@@ -112,6 +113,7 @@ class VESDE(SDE):
     """Variance exploding SDE (SMLD's continuous limit), eq. 30-31 of Song et al. (2021)."""
 
     name, parametrisation, sample_eps = "ve", "scaled_score", 1e-5
+    default_sampler = "pc"  # the paper's VE configuration: reverse diffusion + Langevin corrector
 
     def __init__(self, sigma_min: float, sigma_max: float):
         if not 0 < sigma_min < sigma_max:
@@ -146,6 +148,7 @@ class VPSDE(SDE):
     """Variance preserving SDE (DDPM's continuous limit), eq. 32-33 of Song et al. (2021)."""
 
     name, parametrisation, sample_eps = "vp", "noise", 1e-3
+    default_sampler = "euler_maruyama"  # the paper's VP (and sub-VP) configuration: no corrector
 
     def __init__(self, beta_min: float, beta_max: float):
         if not 0 < beta_min <= beta_max:
@@ -404,13 +407,17 @@ class SDEConfig(MethodConfig):
 
     sde: str = "ve"  # ve | vp | subvp (the paper's best FID: VE with PC sampling)
     parametrisation: str = "auto"  # auto: the SDE's convention (VE: scaled_score, VP/sub-VP: noise); or set one
-    sigma_min: float = 0.01  # VE: σ(0)
+    # VE: σ(0); 0: images 0.02 (the paper's 0.01 for VE data in [0, 1], doubled for [-1, 1]: README, Rescaling),
+    # vectors 0.01 × the data's std. (VP/sub-VP's β are rates for data centred in [-1, 1], as in the paper's code.)
+    sigma_min: float = 0.0
     sigma_max: float = 0.0  # VE: σ(1); 0: the training data's largest pairwise distance (Song & Ermon 2020)
     beta_min: float = 0.1  # VP/sub-VP: β(0)
     beta_max: float = 20.0  # VP/sub-VP: β(1)
     train_eps: float = 1e-5  # t ~ U(train_eps, 1) in the loss
     likelihood_weighting: bool = False  # λ(t) = g(t)² instead of σ_t² (eq. 7; Song et al. 2021b)
-    sampler: str = "pc"  # pc | euler_maruyama | ode
+    # pc | euler_maruyama | ode; auto: the paper's configuration per SDE, VE pc (predictor-corrector), VP and sub-VP
+    # euler_maruyama without corrector. Every sampler ends with the counted denoising step when `denoise`
+    sampler: str = "auto"
     steps: int = 1000  # N: time steps of the pc / euler_maruyama samplers
     corrector_steps: int = 1  # Langevin corrector steps per predictor step (pc)
     snr: float = 0.16  # corrector's signal-to-noise ratio r
@@ -436,7 +443,9 @@ class ScoreSDE(Method):
 
     def __init__(self, config: SDEConfig, spec):
         super().__init__(config, spec)
-        for field, table in (("sde", SDES), ("sampler", SAMPLERS), ("trace_estimator", TRACE_ESTIMATORS)):
+        if config.sde in SDES and config.sampler == "auto":  # resolved into the config, so the record shows it
+            config.sampler = SDES[config.sde].default_sampler
+        for field, table in (("sde", SDES), ("sampler", [*SAMPLERS, "auto"]), ("trace_estimator", TRACE_ESTIMATORS)):
             if getattr(config, field) not in table:
                 raise ConfigError(did_you_mean(f"methods.sde.{field}", getattr(config, field), table))
         if config.steps < 1 or config.corrector_steps < 0:
@@ -450,6 +459,8 @@ class ScoreSDE(Method):
             raise ConfigError(did_you_mean("methods.sde.parametrisation", config.parametrisation, PARAMETRISATIONS))
         if config.sigma_max <= 0:
             config.sigma_max = float(spec.max_pairwise_distance)
+        if config.sigma_min <= 0:
+            config.sigma_min = 0.02 if spec.kind == "image" else 0.01 * float(spec.std)
         if config.sample_eps <= 0:
             config.sample_eps = sde_cls.sample_eps
         self.sde = sde_cls.from_config(config)

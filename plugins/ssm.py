@@ -185,6 +185,7 @@ class LongRunLangevin(Chain):
     def __init__(self, model: nn.Module, spec, sigma: float, alpha: float, denoise: bool):
         self.model, self.spec, self.sigma, self.alpha, self.denoise = model, spec, sigma, alpha, denoise
         self.readout_nfe = int(denoise)
+        self.grad_evals_per_step = int(isinstance(model, EnergyScoreModel))  # s = −∇E: one input gradient
 
     def _sigma(self, x: Tensor) -> Tensor:
         return torch.full((x.shape[0],), self.sigma, device=x.device, dtype=x.dtype)
@@ -201,6 +202,10 @@ class LongRunLangevin(Chain):
     @torch.no_grad()
     def readout(self, x: Tensor) -> Tensor:
         return x + self.sigma**2 * self.model.score(x, self._sigma(x)) if self.denoise else x
+
+    def trace(self, x: Tensor) -> Tensor:
+        """The chain's own position x (no denoise: the readout is a deterministic function of it)."""
+        return x
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "readout": "tweedie denoise" if self.denoise else "raw state",
@@ -295,7 +300,11 @@ class SSM(Method):
             for _ in range(c.langevin_steps):
                 x = chain.step(x, generator)
             nfe = c.langevin_steps
-        return SampleResult(chain.readout(x), nfe + int(chain.denoise))
+        nfe += chain.readout_nfe
+        info = {"total_nfe": n * nfe}
+        if chain.grad_evals_per_step:  # every evaluation of an energy parametrisation is an input gradient
+            info["grad_evals"] = nfe
+        return SampleResult(chain.readout(x), nfe, info)
 
     def score_fn(self, model: nn.Module):
         """(x -> s(x, σ_L), σ_L) on the ladder; (x -> s(x), 0) for plain SSM (the data's own score)."""

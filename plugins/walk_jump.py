@@ -37,12 +37,19 @@ class WalkJumpConfig(MethodConfig):
     # M measurements. 0: auto, images 16 for one channel (MNIST reference), 8 otherwise (CIFAR-10); vectors 16
     M: int = 0
     step_size: float = 0.0  # walk step δ; 0: 0.5σ (mems and walk-jump)
-    # γ; the O-step keeps e^{−γδ} of the velocity (mems' convention, γ = 0.5 there; walk-jump's e^{−γ} with γ = 1
-    # is γ = 1/δ here)
-    friction: float = 0.5
+    # γ; the O-step keeps e^{−γδ} of the velocity (mems' convention; walk-jump's e^{−γ} with γ = 1 is γ = 1/δ
+    # here). 0: γ = 0.25/δ, i.e. γδ = 0.25 as in mems (σ = 1, δ = 0.5, γ = 0.5 on [0, 1]); with u = 1 the walk is
+    # then scale-covariant: on [-1, 1] (σ = 2, δ = 1, γ = 0.25) it is 2 × the reference walk − 1 (README, Rescaling)
+    friction: float = 0.0
     inverse_mass: float = 1.0  # u = 1/mass (mems' "lipschitz" = 1/u); stationary velocity law N(0, u I)
-    steps: int = 100  # K: walk steps of each parallel chain in `sample`, then one jump
-    jump_every: int = 10  # k: walk steps between jumps of one long chain (`long_chain`; mems samples every 10)
+    # how `sample` draws n samples (see PROTOCOLS): "parallel", n chains of `steps` walk steps then one jump each
+    # (NFE K + 1); "long_chain", the papers' protocol: `chains` long chains, `burn_in` walk steps, then a jump
+    # every `jump_every` walk steps until n jumps (NFE the amortised mean, see `sample`)
+    protocol: str = "parallel"
+    steps: int = 100  # K: walk steps of each parallel chain (protocol "parallel"), then one jump
+    chains: int = 1  # long_chain: independent long chains (the papers show one)
+    burn_in: int = 100  # long_chain: walk steps of each chain before its first jump
+    jump_every: int = 10  # k: walk steps between jumps of a long chain (mems samples every 10)
     # walk start: x0 ~ U(data value range) ("uniform", as mems) or N(0, std²) ("gaussian"), one x0 shared by the
     # M measurements, then y_m = x0 + σ ε_m and v = 0
     init: str = "uniform"
@@ -66,11 +73,14 @@ def unstack_measurements(z: Tensor, m: int) -> Tensor:
 class MDensityModel(nn.Module):
     """A learned M-density: Bayes estimates x̂_m(y), scores ∇_{y_m} log p(y) = (x̂_m(y) − y_m)/σ², and the jump.
 
-    `nfe_score` / `nfe_jump`: network evaluations one call costs (a forward+backward of an energy counts as one).
+    `nfe_score` / `nfe_jump`: network evaluations one call costs (a forward+backward of an energy counts as one);
+    `grad_evals_score` / `grad_evals_jump`: how many of those differentiate the network with respect to its input.
     """
 
     nfe_score = 1
     nfe_jump = 1
+    grad_evals_score = 0
+    grad_evals_jump = 0
 
     def __init__(self, sigma: float, m: int):
         super().__init__()
@@ -135,6 +145,9 @@ class MEM(MDensityModel):
     """Saremi & Srivastava (2022), mems' MEM: a scalar energy f(y) = (a²/σ²) E(y/a) of the stacked measurements, with
     E the shared energy head (``norm``: f = ‖y − ν(y)‖²/(2σ²), ν = a·net); scores −∇f by autograd, so training
     back-propagates twice. a = √(std² + σ²)."""
+
+    grad_evals_score = 1
+    grad_evals_jump = 1
 
     def __init__(self, backbone, spec, sigma: float, m: int, cfg: WalkJumpConfig):
         super().__init__(sigma, m)
@@ -201,7 +214,8 @@ INITS: dict[str, Callable] = {"uniform": _uniform_init, "gaussian": _gaussian_in
 
 class WalkChain(Chain):
     """The walk: underdamped Langevin on the M-density in R^{Md}, stationary for p(y) ⊗ N(0, uI) up to O(δ²)
-    discretisation bias. One network evaluation per step; readout is the jump x̂(y) (one more evaluation)."""
+    discretisation bias. One network evaluation per step; readout is the jump x̂(y) (one more evaluation), paid
+    once every `jump_every` walk steps in the papers' protocol; `trace` is the mean measurement ȳ (free)."""
 
     stationary = True
     nfe_per_step = 1
@@ -209,7 +223,9 @@ class WalkChain(Chain):
     def __init__(self, model: MDensityModel, spec, config: WalkJumpConfig):
         self.model, self.spec, self.config = model, spec, config
         self.nfe_per_step = model.nfe_score
+        self.grad_evals_per_step = model.grad_evals_score
         self.readout_nfe = model.nfe_jump
+        self.readout_every = config.jump_every
 
     def init(self, n: int, generator: torch.Generator) -> WalkState:
         x0 = INITS[self.config.init](self.spec, n, generator)
@@ -227,6 +243,10 @@ class WalkChain(Chain):
     def readout(self, state: WalkState) -> Tensor:
         return self.model.jump(state.y)
 
+    def trace(self, state: WalkState) -> Tensor:
+        """ȳ = (1/M) Σ_m y_m, [C, *shape]: the walk's own position in x-space, no network evaluation."""
+        return state.y.mean(1)
+
     def describe(self) -> dict[str, Any]:
         c = self.config
         return {**super().describe(), "readout": "jump x̂(y) = ȳ + (σ²/M) Σ ∇_{y_m} log p(y)",
@@ -237,11 +257,19 @@ class WalkChain(Chain):
 
 # the method -------------------------------------------------------------------------------------------
 
+PROTOCOLS = ("parallel", "long_chain")
+GAMMA_DELTA = 0.25  # γδ of mems' sampler (γ = 0.5, δ = 0.5): dimensionless, so it survives a change of data scale
+
+
 class WalkJump(Method):
     name = "walk_jump"
     description = "M-density walk-jump sampling: learn x̂(y) from M noisy measurements, walk in y, jump to x"
     Config = WalkJumpConfig
-    sampler_length = ("steps",)
+
+    @property
+    def sampler_length(self) -> tuple[str, ...]:  # type: ignore[override]
+        """parallel: the walk length K; long_chain: the burn-in and the spacing k between jumps."""
+        return ("steps",) if self.config.protocol == "parallel" else ("burn_in", "jump_every")
 
     def __init__(self, config: WalkJumpConfig, spec):
         super().__init__(config, spec)
@@ -249,6 +277,11 @@ class WalkJump(Method):
             raise ConfigError(did_you_mean("walk_jump parametrisation", config.parametrisation, PARAMETRISATIONS))
         if config.init not in INITS:
             raise ConfigError(did_you_mean("walk_jump init", config.init, INITS))
+        if config.protocol not in PROTOCOLS:
+            raise ConfigError(did_you_mean("methods.walk_jump.protocol", config.protocol, PROTOCOLS))
+        if config.chains < 1 or config.burn_in < 0 or config.jump_every < 1:
+            raise ConfigError(f"methods.walk_jump: need chains >= 1, burn_in >= 0 and jump_every >= 1, got "
+                              f"{config.chains}, {config.burn_in}, {config.jump_every}")
         image = spec.kind == "image"
         if config.sigma <= 0:  # resolved values land in the record through self.config
             config.sigma = 2.0 if image else float(spec.std)
@@ -256,6 +289,8 @@ class WalkJump(Method):
             config.M = (16 if spec.shape[0] == 1 else 8) if image else 16
         if config.step_size <= 0:
             config.step_size = 0.5 * config.sigma
+        if config.friction <= 0:
+            config.friction = GAMMA_DELTA / config.step_size
 
     def build_model(self, backbone) -> MDensityModel:
         cls = PARAMETRISATIONS[self.config.parametrisation]
@@ -276,33 +311,62 @@ class WalkJump(Method):
         return WalkChain(model, self.spec, self.config)
 
     def sample(self, model: MDensityModel, n: int, generator: torch.Generator) -> SampleResult:
-        """n parallel chains from noise, K walk steps each, then one jump: NFE = K + 1 per sample."""
+        """n samples under `protocol`; nfe is the cost per sample, info the protocol and the whole cost.
+
+        parallel: n chains from noise, K walk steps each, then one jump: NFE = K·nfe_step + nfe_jump per sample.
+        long_chain: `chains` chains, `burn_in` walk steps each, then a jump after every k = `jump_every` walk steps
+        until n jumps (the last round only runs the chains still owed a jump). Total NFE
+        (chains·burn_in + n·k)·nfe_step + n·nfe_jump; nfe is that total / n rounded to the nearest integer (the exact
+        mean is info["nfe_mean"], the total info["total_nfe"], which the runner uses). Samples are chain-major, each
+        chain's jumps in time order."""
+        if self.config.protocol == "long_chain":
+            c = self.config
+            return self._long_run(model, n, c.chains, c.burn_in, c.jump_every, generator)
         chain = self.chain(model)
         state = chain.init(n, generator)
         for _ in range(self.config.steps):
             state = chain.step(state, generator)
         nfe = self.config.steps * chain.nfe_per_step + model.nfe_jump
-        return SampleResult(chain.readout(state), nfe, {"walk_steps": self.config.steps})
+        grads = self.config.steps * model.grad_evals_score + model.grad_evals_jump
+        info = {"protocol": "parallel", "walk_steps": self.config.steps, "total_nfe": n * nfe, "nfe_mean": nfe}
+        return SampleResult(chain.readout(state), nfe, {**info, **({"grad_evals": grads} if grads else {})})
+
+    def _long_run(self, model: MDensityModel, n: int, chains: int, burn_in: int, k: int,
+                  generator: torch.Generator) -> SampleResult:
+        """The long_chain protocol (see `sample`)."""
+        chains = min(chains, n)
+        chain = self.chain(model)
+        state = chain.init(chains, generator)
+        for _ in range(burn_in):
+            state = chain.step(state, generator)
+        per_chain: list[list[Tensor]] = [[] for _ in range(chains)]
+        left = n
+        while left > 0:
+            active = min(chains, left)
+            if active < state.y.shape[0]:
+                state = WalkState(state.y[:active], state.v[:active])
+            for _ in range(k):
+                state = chain.step(state, generator)
+            for i, x in enumerate(chain.readout(state)):
+                per_chain[i].append(x)
+            left -= active
+        walk = chains * burn_in + n * k
+        total = walk * chain.nfe_per_step + n * model.nfe_jump
+        grads = walk * model.grad_evals_score + n * model.grad_evals_jump
+        info = {"protocol": "long_chain", "chains": chains, "burn_in": burn_in, "jump_every": k,
+                "total_walk_steps": walk, "total_nfe": total, "nfe_mean": total / n}
+        if grads:
+            info["grad_evals"] = grads / n
+        samples = torch.stack([x for xs in per_chain for x in xs])
+        return SampleResult(samples, math.floor(total / n + 0.5), info)
 
     def long_chain(self, model: MDensityModel, n_jumps: int, generator: torch.Generator,
                    jump_every: int | None = None, burn_in: int = 0) -> SampleResult:
-        """One chain, as the papers show it: `burn_in` walk steps, then a jump after every k walk steps.
-
-        samples: the n_jumps jumps in time order, [n_jumps, *shape]. nfe: the amortised cost per jump,
-        k·nfe_per_step + 1; info["total_nfe"] is the chain's whole cost, burn-in included."""
+        """One chain, as the papers show it: `burn_in` walk steps, then a jump after every k walk steps (the
+        long_chain protocol with one chain). samples: the n_jumps jumps in time order; info["total_nfe"] is the
+        chain's whole cost, burn-in included."""
         k = self.config.jump_every if jump_every is None else jump_every
-        chain = self.chain(model)
-        state = chain.init(1, generator)
-        for _ in range(burn_in):
-            state = chain.step(state, generator)
-        jumps = []
-        for _ in range(n_jumps):
-            for _ in range(k):
-                state = chain.step(state, generator)
-            jumps.append(chain.readout(state)[0])
-        per_jump = k * chain.nfe_per_step + model.nfe_jump
-        total = burn_in * chain.nfe_per_step + n_jumps * per_jump
-        return SampleResult(torch.stack(jumps), per_jump, {"total_nfe": total, "jump_every": k, "burn_in": burn_in})
+        return self._long_run(model, n_jumps, 1, burn_in, k, generator)
 
     def score_fn(self, model: MDensityModel):
         """Universal only: s_τ(x) = (x̂(x) − x)/τ², the learned score of the data smoothed at τ = σ/√M. (For the

@@ -339,3 +339,71 @@ def test_md5_is_cached_per_file_version(tmp_path):
     assert ds.cached_md5(f) == hashlib.md5(b"abc").hexdigest()
     f.write_bytes(b"abcd")  # new size (and mtime): recomputed, never a stale answer
     assert ds.cached_md5(f) == hashlib.md5(b"abcd").hexdigest()
+
+
+# the largest pairwise distance (σ_max of VE and mdsm) ----------------------------------------------------------
+
+def brute_force_diameter(x: torch.Tensor) -> float:
+    """max ‖x_i − x_j‖ row by row in float64 (no Gram trick)."""
+    flat = x.reshape(x.shape[0], -1).double()
+    return max(float((flat - row).norm(dim=1).max()) for row in flat)
+
+
+def far_pair_data(n: int = 5000, d: int = 40, seed: int = 0) -> tuple[torch.Tensor, float]:
+    """Gaussian rows with one planted far pair (rows 123 and 4567): the diameter is known to be that pair's
+    distance, and a 2,000-row subsample misses one of its ends five times in six."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=g)
+    x[123], x[4567] = 4.0 * torch.ones(d) / d**0.5 * 3, -4.0 * torch.ones(d) / d**0.5 * 3
+    return x, float((x[123].double() - x[4567].double()).norm())
+
+
+@pytest.mark.parametrize("case", ["far_pair", "images", "ties", "ring"])
+def test_max_pairwise_distance_is_exact(case):
+    """Against brute force on data where the float32 Gram trick alone could pick the wrong pair or the norm bound
+    prunes most rows: a planted far pair, image-like values on a grid in [-1, 1] (several blocks), binary data
+    with many exact ties, and a 2-D ring."""
+    from harness.datasets import max_pairwise_distance
+
+    g = torch.Generator().manual_seed(1)
+    if case == "far_pair":
+        x, known = far_pair_data()
+        assert max_pairwise_distance(x) == pytest.approx(known, rel=1e-12)
+    elif case == "images":
+        x = torch.randint(0, 256, (1500, 1, 8, 8), generator=g).float() / 127.5 - 1
+    elif case == "ties":
+        x = torch.randint(0, 2, (600, 16), generator=g).float() * 2 - 1
+    else:
+        angle = torch.rand(4000, generator=g) * 2 * torch.pi
+        x = 2 * torch.stack([angle.cos(), angle.sin()], 1) + 0.2 * torch.randn(4000, 2, generator=g)
+    assert max_pairwise_distance(x, block=256) == pytest.approx(brute_force_diameter(x), rel=1e-12, abs=0)
+
+
+def test_spec_uses_the_exact_maximum_over_the_training_split_and_caches_it(monkeypatch, tmp_path):
+    """DataSpec.max_pairwise_distance is the maximum over the whole training split (the old 2,000-row subsample
+    missed the planted pair), computed once per data fingerprint: a second data set object with the same data
+    reads it from the cache, different data do not."""
+    import harness.datasets as hd
+
+    x, known = far_pair_data()
+
+    class Planted(hd.Dataset):
+        name, kind = "planted", "vector"
+
+        def __init__(self, data):
+            super().__init__(tmp_path)
+            self.data = data
+
+        def load_split(self, split):
+            return (self.data if split == "train" else self.data[:10]), None
+
+    calls = []
+    exact = hd.max_pairwise_distance
+    monkeypatch.setattr(hd, "max_pairwise_distance", lambda t, **kw: calls.append(t.shape) or exact(t, **kw))
+    assert Planted(x).spec.max_pairwise_distance == pytest.approx(known, rel=1e-12)
+    assert Planted(x.clone()).spec.max_pairwise_distance == pytest.approx(known, rel=1e-12)
+    assert len(calls) == 1  # the second object hit the cache
+    files = list((hd.default_cache_dir() / "spec").glob(f"max_pairwise_distance-*{hd.data_fingerprint(x)}.json"))
+    assert len(files) == 1  # under the user cache, keyed by the data's fingerprint
+    Planted(x[:-1]).spec  # noqa: B018 - other data, another key
+    assert len(calls) == 2

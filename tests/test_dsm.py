@@ -65,3 +65,23 @@ def test_dsm_loss_at_the_exact_score_is_the_irreducible_value():
 
     worse = method.loss(ScoreNet(Perturbed(sigma), sigma), x, g).mean().item()
     assert worse > loss + 0.015  # exactly 2·0.1² = 0.02 more in expectation
+
+
+def test_chain_traces_its_own_position_and_pays_one_readout_at_the_end():
+    """Chain contract: trace = x (no network call), the Tweedie readout (1 NFE) once at the end (readout_every None),
+    no input gradients (a score network); `sample` reports steps + 1 NFE per sample and the batch's total."""
+    sigma = 0.3
+    method = DSM(DSMConfig(sigma=sigma, steps=5), SPEC)
+    calls = []
+    net = Oracle(sigma)
+    net.register_forward_hook(lambda *a: calls.append(1))
+    model = ScoreNet(net, sigma)
+    chain = method.chain(model)
+    g = torch.Generator().manual_seed(0)
+    x = chain.step(chain.init(4, g), g)
+    calls.clear()
+    assert chain.trace(x) is x and not calls
+    assert (chain.nfe_per_step, chain.readout_nfe, chain.readout_every, chain.grad_evals_per_step) == (1, 1, None, 0)
+    assert chain.describe()["readout_every"] is None
+    res = method.sample(model, 3, g)
+    assert res.nfe == len(calls) == 5 + 1 and res.info == {"total_nfe": 3 * 6}

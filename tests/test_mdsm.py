@@ -173,11 +173,26 @@ def test_declares_no_sigma0_score():
 # configuration and the real network ---------------------------------------------------------------------------
 
 def test_defaults_resolve_from_the_data_and_are_recorded():
+    """Images: the paper's [0, 1] lengths doubled for [-1, 1] (METHODS.md, "Rescaling the papers' defaults"):
+    σ0 0.1 -> 0.2, σ ∈ [0.05, 1.2] -> [0.1, 2.4], ε 0.02 -> 0.04, start 0.5 + N(0, 1) -> 0 + N(0, 2²); ε²/σ0² stays.
+    Vectors: the same lengths in units of the data's std, σ_max = max pairwise distance/√d."""
     vec = MDSM(MDSMConfig(), SPEC).resolved_config()
     assert vec["sigma_max"] == pytest.approx(SPEC.max_pairwise_distance / math.sqrt(2))
-    assert vec["init_std"] == SPEC.std and vec["chain_step_size"] == vec["step_size"] == 0.02
+    assert vec["init_std"] == SPEC.std and vec["chain_step_size"] == vec["step_size"] == 0.02 * SPEC.std
+    assert (vec["sigma0"], vec["sigma_min"]) == (0.1 * SPEC.std, 0.05 * SPEC.std)
+    wide = MDSM(MDSMConfig(), RING_SPEC).resolved_config()  # vector defaults scale with the data
+    for key in ("sigma0", "sigma_min", "step_size", "init_std"):
+        assert wide[key] == pytest.approx(vec[key] * RING_SPEC.std / SPEC.std)
     img = DataSpec("img", "image", (1, 8, 8), (-1.0, 1.0), None, 10, 10, 12.0, 0.6)
-    assert MDSM(MDSMConfig(), img).resolved_config()["sigma_max"] == 1.2
+    method = MDSM(MDSMConfig(), img)
+    got = {k: method.resolved_config()[k] for k in ("sigma0", "sigma_min", "sigma_max", "step_size", "init_std",
+                                                   "chain_step_size")}
+    assert got == pytest.approx({"sigma0": 0.2, "sigma_min": 0.1, "sigma_max": 2.4, "step_size": 0.04,
+                                 "init_std": 2.0, "chain_step_size": 0.04})
+    assert got["step_size"] ** 2 / got["sigma0"] ** 2 == pytest.approx(0.02**2 / 0.1**2)  # dimensionless, kept
+    x0 = method.initial_state(20_000, torch.Generator().manual_seed(0))  # centred on the data: 0 on [-1, 1]
+    assert abs(x0.mean().item()) < 0.01 and x0.std().item() == pytest.approx(2.0, rel=0.01)
+    assert MDSM(MDSMConfig(sigma0=0.3, sigma_max=1.5), img).config.sigma0 == 0.3  # explicit values win
     with pytest.raises(ConfigError, match="geometric"):
         MDSM(MDSMConfig(spacing="log"), SPEC)
 
@@ -195,6 +210,20 @@ def test_sampling_never_touches_parameter_gradients(head):
     assert all(p.grad is None for p in model.parameters())
     loss = method.loss(model, MIX.sample(8, g), g)
     assert loss.shape == (8,) and loss.requires_grad
+
+
+def test_chain_contract_and_energy_gradients_are_counted():
+    """The T = 1 chain: trace = x (free), readout = the denoising step (1 gradient, at the end: readout_every None),
+    one energy gradient per step (grad_evals_per_step = 1); `sample` reports every NFE as a gradient evaluation."""
+    method = MDSM(MDSMConfig(hot_steps=2, cool_steps=3, final_steps=2), SPEC)
+    model = seeded_model(method, 0, width=16, depth=1)
+    chain = method.chain(model)
+    g = torch.Generator().manual_seed(0)
+    x = chain.step(chain.init(4, g), g)
+    assert chain.trace(x) is x
+    assert (chain.nfe_per_step, chain.grad_evals_per_step, chain.readout_nfe, chain.readout_every) == (1, 1, 1, None)
+    res = method.sample(model, 3, g)
+    assert res.nfe == res.info["grad_evals"] == 2 + 3 + 2 + 1 and res.info["total_nfe"] == 3 * res.nfe
 
 
 def test_short_training_learns_the_ring():

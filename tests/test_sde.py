@@ -128,10 +128,33 @@ def test_resolved_config_records_derived_values_and_names_are_checked():
     assert cfg["sigma_max"] == SPEC.max_pairwise_distance  # Song & Ermon's rule, visible in the record
     assert cfg["parametrisation"] == "scaled_score" and cfg["sample_eps"] == 1e-5
     assert ScoreSDE(SDEConfig(sde="subvp"), SPEC).resolved_config()["sample_eps"] == 1e-3
+    # VE's σ_min: the paper's 0.01 on [0, 1] is 0.02 on [-1, 1] (lengths double); vectors: 0.01 × std
+    image = DataSpec("img", "image", (1, 4, 4), (-1.0, 1.0), None, 100, 100, 9.0, 0.5)
+    assert ScoreSDE(SDEConfig(), image).resolved_config()["sigma_min"] == 0.02
+    assert cfg["sigma_min"] == 0.01 * SPEC.std and ScoreSDE(SDEConfig(), RING_SPEC).config.sigma_min == 0.01 * 1.42
     with pytest.raises(ConfigError, match="did you mean 'subvp'"):
         ScoreSDE(SDEConfig(sde="sub_vp"), SPEC)
     with pytest.raises(ConfigError, match="euler_maruyama"):
         ScoreSDE(SDEConfig(sampler="euler"), SPEC)
+
+
+@pytest.mark.parametrize(("sde", "sampler", "nfe"), [("ve", "pc", 2 * 7 + 1), ("vp", "euler_maruyama", 7 + 1),
+                                                     ("subvp", "euler_maruyama", 7 + 1)])
+def test_default_sampler_is_the_papers_configuration_per_sde(sde, sampler, nfe):
+    """Song et al. (2021): VE with predictor-corrector, VP and sub-VP with Euler-Maruyama and no corrector; the
+    resolved sampler is in the record, the final denoising step stays and is counted (network calls counted)."""
+    method = ScoreSDE(SDEConfig(sde=sde, steps=7), SPEC)
+    assert method.resolved_config()["sampler"] == sampler
+    assert ScoreSDE(SDEConfig(sde=sde, sampler="ode"), SPEC).config.sampler == "ode"  # an explicit choice wins
+    calls = []
+
+    class Net(torch.nn.Module):
+        def forward(self, x, t):
+            calls.append(1)
+            return torch.zeros_like(x)
+
+    res = method.sample(method.score_model(Net()), 3, torch.Generator().manual_seed(0))
+    assert res.nfe == len(calls) == nfe and res.info["sampler"] == sampler
 
 
 # the loss ------------------------------------------------------------------------------------------------------
@@ -177,6 +200,59 @@ def test_likelihood_weighting_for_ve_is_a_constant_factor():
     b = weighted.loss(oracle_model(weighted), x0, torch.Generator().manual_seed(1))
     torch.testing.assert_close(b, a * 2 * math.log(SIGMA_MAX / 0.01), rtol=1e-4, atol=0)
     assert a.shape == (256,)
+
+
+# the runner's bookkeeping over sampling batches ---------------------------------------------------------------
+
+def test_sample_in_batches_reports_the_mean_nfe_over_samples_and_merges_the_infos():
+    """A fake method whose NFE grows with the batch (10·b + 1): 10 samples in batches of 4, 4, 2 cost
+    (4·41 + 4·41 + 2·21)/10 = 37 NFE per sample (the last batch alone says 21). Infos merge: total_* summed,
+    agreed values kept, other numbers averaged over samples."""
+    from harness.method import Method, SampleResult
+    from harness.runner import sample_in_batches
+
+    class PerBatch(Method):
+        name = "per_batch"
+
+        def build_model(self, backbone):
+            return torch.nn.Identity()
+
+        def loss(self, model, batch, generator):
+            return batch.sum(1)
+
+        def sample(self, model, n, generator):
+            return SampleResult(torch.zeros(n, 2), 10 * n + 1, {"kind": "fake", "size": n, "total_rows": n})
+
+    method = PerBatch(PerBatch.make_config(), SPEC)
+    samples, nfe, info = sample_in_batches(method, None, 10, 4, torch.Generator(), with_info=True)
+    assert samples.shape == (10, 2) and nfe == 37 and isinstance(nfe, int)
+    assert info == {"kind": "fake", "size": pytest.approx(3.6), "total_rows": 10, "batches": 3}
+    assert sample_in_batches(method, None, 9, 4, torch.Generator())[1] == pytest.approx((8 * 41 + 11) / 9)
+
+
+def test_ode_nfe_over_batches_is_the_mean_over_samples():
+    """The adaptive probability-flow ODE spends a different NFE on each batch; the runner reports their mean over
+    samples, each batch's NFE counted at the network."""
+    from harness.runner import sample_in_batches
+
+    method = make("vp", sampler="ode")
+    model = oracle_model(method)
+    seen = []
+    calls = []
+    model.net.register_forward_hook(lambda *a: calls.append(1))
+    sample = method.sample
+
+    def spy(m, n, g):
+        calls.clear()
+        res = sample(m, n, g)
+        seen.append((n, res.nfe, len(calls)))
+        return res
+
+    method.sample = spy
+    _, nfe = sample_in_batches(method, model, 7, 4, torch.Generator().manual_seed(0))
+    assert [n for n, _, _ in seen] == [4, 3] and all(got == counted for _, got, counted in seen)
+    assert seen[0][1] != seen[1][1]  # the batches did cost differently
+    assert nfe == pytest.approx(sum(n * k for n, k, _ in seen) / 7)
 
 
 # samplers with the exact score ---------------------------------------------------------------------------------
@@ -298,7 +374,7 @@ def test_sampling_and_likelihood_never_touch_parameter_gradients():
 def test_short_training_learns_the_ring():
     """800 steps of a 2×64 residual MLP (VP, seeded): PC samples reach MMD² < 0.35 × that of the moment-matched
     Gaussian N(0, (r²/2 + s²) I), i.e. the eight modes are learned (the real-vs-real floor is reported)."""
-    method = ScoreSDE(SDEConfig(sde="vp", steps=100), RING_SPEC)
+    method = ScoreSDE(SDEConfig(sde="vp", sampler="pc", steps=100), RING_SPEC)
     model = train(method, seeded_model(method, 0), RING, steps=800, batch=256, lr=3e-3, seed=0)
     g = torch.Generator().manual_seed(1)
     samples = method.sample(model, 500, g).samples

@@ -290,3 +290,23 @@ def test_runs_through_the_runner(host, tiny_config, tmp_path, options):
     suite = load_suite(tiny_config, sets, all_methods=host.registries["methods"].names())
     out = run_job(host, suite.jobs[0], tmp_path, progress=False)
     assert out.status == "ok", out.message
+
+
+@pytest.mark.parametrize("parametrisation", ["score", "energy"])
+@pytest.mark.parametrize("noise", ["ladder", "none"])
+def test_chain_contract_counts_readouts_and_input_gradients(parametrisation, noise):
+    """Long-run Langevin: trace = x (free), the Tweedie readout (ladder) once at the end, and one input gradient per
+    step for the energy parametrisation (s = −∇E), also reported per sample by `sample`."""
+    method = SSM(SSMConfig(parametrisation=parametrisation, noise=noise, n_levels=2, steps_per_level=2,
+                           langevin_steps=3), SPEC2)
+    with seeded_init(0):
+        model = method.build_model(mlp_factory(width=8, depth=1))
+    chain = method.chain(model)
+    g = torch.Generator().manual_seed(0)
+    x = chain.step(chain.init(4, g), g)
+    assert chain.trace(x) is x and chain.readout_every is None
+    energy, ladder = parametrisation == "energy", noise == "ladder"
+    assert (chain.grad_evals_per_step, chain.readout_nfe) == (int(energy), int(ladder))
+    res = method.sample(model, 3, g)
+    nfe = (2 * 2 + 1) if ladder else 3
+    assert res.nfe == nfe and res.info.get("grad_evals", 0) == nfe * energy and res.info["total_nfe"] == 3 * nfe

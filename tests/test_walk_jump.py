@@ -4,6 +4,7 @@ Bayes risk of the loss, an oracle-driven walk, honest NFE counts, and a short tr
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -26,6 +27,7 @@ from oracle_wj_ssm import (
 from harness.backbones import BackboneFactory
 from harness.datasets import DataSpec
 from harness.errors import ConfigError
+from harness.metrics.mixing import integrated_autocorr_time, sokal_window
 from harness.runner import seeded_init
 from plugins.backbones import UNet
 from plugins.walk_jump import PARAMETRISATIONS, WalkJump, WalkJumpConfig, WalkState, underdamped_langevin_step
@@ -177,7 +179,7 @@ def test_one_long_oracle_chain_visits_the_modes_with_the_right_frequencies():
     g = torch.Generator().manual_seed(6)
     res = method.long_chain(model, n_jumps=2000, generator=g, burn_in=50)
     assert res.samples.shape == (2000, 2)
-    assert res.nfe == 10 + 1 and res.info["total_nfe"] == 50 + 2000 * 11
+    assert res.info["total_nfe"] == 50 + 2000 * 11 and res.nfe == round((50 + 2000 * 11) / 2000) == 11
     comp = MIX3.component(res.samples)
     assert (comp[1:] != comp[:-1]).sum() > 100  # it hops between modes (about once every 6 jumps)
     got = torch.bincount(comp, minlength=3).double() / 2000
@@ -188,7 +190,7 @@ def test_one_long_oracle_chain_visits_the_modes_with_the_right_frequencies():
 @pytest.mark.parametrize("parametrisation", sorted(PARAMETRISATIONS))
 def test_nfe_is_counted_honestly(parametrisation):
     """Network calls counted at the network: K steps cost K evaluations (an energy's forward+backward is one), the
-    jump one more; `sample` and `long_chain` report exactly what they spent."""
+    jump one more; `sample` and `long_chain` report exactly what they spent, and energies count gradients."""
     method, model = oracle_model(parametrisation, steps=7)
     slot = "energy" if parametrisation == "energy" else "net"
     counter = Counting(getattr(model, slot))
@@ -200,6 +202,9 @@ def test_nfe_is_counted_honestly(parametrisation):
     counter.calls = 0
     res = method.long_chain(model, n_jumps=3, generator=g, jump_every=4, burn_in=2)
     assert res.info["total_nfe"] == counter.calls == 2 + 3 * (4 + 1)
+    chain = method.chain(model)
+    assert chain.grad_evals_per_step == int(parametrisation == "energy")
+    assert res.info.get("grad_evals", 0) == (2 + 3 * (4 + 1)) / 3 * int(parametrisation == "energy")
 
 
 def test_score_fn_is_the_smoothed_score_at_sigma_over_root_m():
@@ -225,19 +230,181 @@ def test_friction_convention_is_exp_minus_gamma_delta():
     torch.testing.assert_close(y2, 0.5 * delta * (v + v2))
 
 
+# the papers' sampler rescaled to [-1, 1] ----------------------------------------------------------------------
+
+# data N(μ, s²I) on [0, 1] (the references' scale), mapped to [-1, 1] by x -> 2x − 1: N(2μ − 1, (2s)² I)
+GMU, GS = 0.4, 0.15
+GSPEC = DataSpec("gauss", "image", (1, 2, 2), (-1.0, 1.0), None, 1000, 100, 4.0, 2 * GS)
+
+
+def gaussian_m_score(y: torch.Tensor, mu: float, s: float, sigma: float) -> torch.Tensor:
+    """∇_y log p(y) of the M-density of x ~ N(μ, s²I), y_m = x + σ ε_m: Cov y = (s²11ᵀ + σ²I_M) ⊗ I_d, whose
+    inverse (Sherman-Morrison) is (I − s²/(σ² + Ms²) 11ᵀ)/σ², so
+    ∇_{y_m} log p = −[(y_m − μ) − s²/(σ² + Ms²) Σ_k (y_k − μ)]/σ²."""
+    r = y - mu
+    return -(r - s**2 / (sigma**2 + y.shape[1] * s**2) * r.sum(1, keepdim=True)) / sigma**2
+
+
+class GaussianDenoiser(torch.nn.Module):
+    """Universal slot for Gaussian data: x̂(ȳ) = μ + s²/(s² + τ²)(ȳ − μ), and x̂(ȳ) = ȳ + τ net(ȳ/a)."""
+
+    def __init__(self, mu: float, s: float, tau: float, a: float):
+        super().__init__()
+        self.mu, self.s, self.tau, self.a = mu, s, tau, a
+
+    def forward(self, z, c=None):
+        ybar = z * self.a
+        xhat = self.mu + self.s**2 / (self.s**2 + self.tau**2) * (ybar - self.mu)
+        return (xhat - ybar) / self.tau
+
+
+def gaussian_walk_jump(**cfg):
+    """The plugin with its image defaults (unless overridden) and the exact Gaussian denoiser in the net slot."""
+    method = WalkJump(WalkJump.make_config(cfg), GSPEC)
+    model = method.build_model(lambda **kw: torch.nn.Identity())
+    model.net = GaussianDenoiser(2 * GMU - 1, 2 * GS, model.tau, model.in_scale)
+    return method, model
+
+
+def reference_walk(y: torch.Tensor, v: torch.Tensor, steps: int, g: torch.Generator, sigma=1.0, delta=0.5,
+                   gamma=0.5) -> tuple[torch.Tensor, torch.Tensor]:
+    """mems' sampler on [0, 1] (σ = 1, δ = 0.5, γ = 0.5, u = 1), from the formula: A (y += δ/2 v), B (v += δ/2 ψ),
+    O (v = e^{−γδ} v + √(1 − e^{−2γδ}) ξ), B, A, with ψ the exact M-density score at the midpoint."""
+    c = math.exp(-gamma * delta)
+    for _ in range(steps):
+        xi = torch.randn(y.shape, generator=g)  # the plugin's noise: float32 standard normals, same stream
+        y = y + delta / 2 * v
+        psi = gaussian_m_score(y, GMU, GS, sigma)
+        v = v + delta / 2 * psi
+        v = c * v + math.sqrt(1 - c * c) * xi
+        v = v + delta / 2 * psi
+        y = y + delta / 2 * v
+    return y, v
+
+
+def test_walk_on_image_scale_is_twice_the_papers_walk_minus_one():
+    """With the image defaults (σ = 2, δ = 1, γ = 0.25 on [-1, 1]) the plugin's walk on an exact Gaussian M-density
+    is 2 × (mems' walk on [0, 1] with σ = 1, δ = 0.5, γ = 0.5) − 1 on the same noise, to float64 precision; the
+    velocities are the same. (With the old γ = 0.5 on [-1, 1], γδ doubles and the walks part at the first step.)"""
+    method, model = gaussian_walk_jump()
+    g = torch.Generator().manual_seed(20)
+    n, m = 64, method.config.M
+    x0 = GMU + GS * torch.randn(n, 1, 1, 2, 2, generator=g, dtype=torch.float64)
+    y0 = x0 + 1.0 * torch.randn(n, m, 1, 2, 2, generator=g, dtype=torch.float64)
+    v0 = torch.randn(n, m, 1, 2, 2, generator=g, dtype=torch.float64)
+    # the plugin's model is the exact score of the mapped law: σ' = 2, μ' = 2μ − 1, s' = 2s
+    torch.testing.assert_close(model.score(2 * y0 - 1), gaussian_m_score(2 * y0 - 1, 2 * GMU - 1, 2 * GS, 2.0),
+                               rtol=1e-12, atol=1e-12)
+    chain, state = method.chain(model), WalkState(2 * y0 - 1, v0.clone())
+    g_plugin, g_ref = torch.Generator().manual_seed(21), torch.Generator().manual_seed(21)
+    for _ in range(200):
+        state = chain.step(state, g_plugin)
+    y_ref, v_ref = reference_walk(y0, v0, 200, g_ref)
+    torch.testing.assert_close(state.y, 2 * y_ref - 1, rtol=0, atol=1e-10)
+    torch.testing.assert_close(state.v, v_ref, rtol=0, atol=1e-10)
+
+
+def baoab_iact(var: float, delta: float, gamma: float, lags: int = 4000) -> tuple[float, float]:
+    """Exact IACT of z in the ABOBA splitting on the 1-D Gaussian N(0, var) (u = 1): (z, v) follows the linear
+    recursion w' = A w + b ξ; with S the stationary covariance (discrete Lyapunov), ρ(k) = (AᵏS)₀₀/S₀₀ and
+    τ = 1 + 2 Σ_{k≥1} ρ(k). Returns (τ, τ̂): τ̂ is the exact ρ summed up to Sokal's window (c = 5), the value the
+    harness's estimator converges to (smaller than τ for an oscillating ρ, which the window cuts at a trough)."""
+    import numpy as np
+    from scipy.linalg import solve_discrete_lyapunov
+
+    c = math.exp(-gamma * delta)
+    drift = np.array([[1.0, delta / 2], [0.0, 1.0]])
+    kick = np.array([[1.0, 0.0], [-delta / 2 / var, 1.0]])
+    a = drift @ kick @ np.diag([1.0, c]) @ kick @ drift
+    b = drift @ kick @ np.array([0.0, math.sqrt(1 - c * c)])
+    cov = solve_discrete_lyapunov(a, np.outer(b, b))
+    rho, p = [], np.eye(2)
+    for _ in range(lags):
+        rho.append((p @ cov)[0, 0] / cov[0, 0])
+        p = a @ p
+    taus = 2 * np.cumsum(rho) - 1
+    return float(taus[-1]), float(taus[sokal_window(taus)])
+
+
+def test_iact_of_the_mean_measurement_drops_with_the_rescaled_friction():
+    """ȳ of the Gaussian M-density is the mode Σ_m y_m/M of variance (Ms'² + σ'²)/M²: its exact BAOAB IACT is 2.71
+    steps at the default γ = 0.25 (γδ = 0.25, mems) and 5.33 at the old γ = 0.5 on [-1, 1] (Sokal-windowed: 1.94
+    and 5.22). The plugin's chains, started at stationarity, estimate both within 10 % (the harness's estimator,
+    256 series of 3000 steps), so the rescaled friction mixes ȳ more than twice as fast."""
+    got, exact = {}, {}
+    for friction in (0.0, 0.5):  # 0: the default, resolved to 0.25/δ
+        method, model = gaussian_walk_jump(friction=friction)
+        c = method.config
+        g = torch.Generator().manual_seed(22)
+        x = (2 * GMU - 1) + 2 * GS * torch.randn(64, 1, 1, 2, 2, generator=g, dtype=torch.float64)
+        y = x + c.sigma * torch.randn(64, c.M, 1, 2, 2, generator=g, dtype=torch.float64)
+        chain, state = method.chain(model), WalkState(y, torch.randn(y.shape, generator=g, dtype=torch.float64))
+        trace = []
+        for _ in range(3000):
+            state = chain.step(state, g)
+            trace.append(chain.trace(state).reshape(-1))
+        got[c.friction] = integrated_autocorr_time(torch.stack(trace, 1).numpy())
+        exact[c.friction] = baoab_iact(c.M * (2 * GS) ** 2 + c.sigma**2, c.step_size, c.friction)
+    assert set(got) == {0.25, 0.5}
+    assert exact[0.25][0] == pytest.approx(2.71, abs=0.01) and exact[0.5][0] == pytest.approx(5.33, abs=0.01)
+    for gamma in got:
+        assert got[gamma] == pytest.approx(exact[gamma][1], rel=0.1), (got, exact)
+    assert got[0.25] < 0.6 * got[0.5]
+
+
+def test_long_chain_protocol_jumps_every_k_steps_and_amortises_its_cost():
+    """protocol = "long_chain": `chains` chains, burn-in, then one jump every k walk steps until n jumps; the last
+    round runs only the chains still owed a jump. Network evaluations counted per example at the network:
+    (chains·burn_in + n·k) walk evaluations + n jumps, reported as the total and the per-sample mean."""
+    method, model = oracle_model("universal", protocol="long_chain", chains=3, burn_in=2, jump_every=4)
+    rows = []
+
+    class Rows(torch.nn.Module):  # evaluations per example: the rows that reach the network
+        def forward(self, z, c=None, net=model.net):
+            rows.append(z.shape[0])
+            return net(z, c)
+
+    model.net = Rows()
+    res = method.sample(model, 7, torch.Generator().manual_seed(23))
+    total = 3 * 2 + 7 * 4 + 7
+    assert res.samples.shape == (7, 2) and sum(rows) == total == res.info["total_nfe"]
+    assert res.info == {"protocol": "long_chain", "chains": 3, "burn_in": 2, "jump_every": 4,
+                        "total_walk_steps": 3 * 2 + 7 * 4, "total_nfe": total, "nfe_mean": total / 7}
+    assert res.nfe == round(total / 7)
+    # chain-major: chain 0's jumps first, in time order, and they come from one walk (the same chain as `trace`)
+    chain = method.chain(model)
+    assert chain.readout_every == 4 and chain.readout_nfe == 1 and chain.nfe_per_step == 1
+    state = WalkState(torch.randn(5, M, 2, generator=torch.Generator().manual_seed(0)), torch.zeros(5, M, 2))
+    torch.testing.assert_close(chain.trace(state), state.y.mean(1))
+    # the nfe curve scales the long chain's burn-in and spacing
+    assert method.sampler_length == ("burn_in", "jump_every")
+    assert method.with_sampler_scaled(0.5).config.jump_every == 2
+    parallel, _ = oracle_model("universal")
+    assert parallel.sampler_length == ("steps",)
+    assert parallel.sample(model, 4, torch.Generator().manual_seed(1)).info["protocol"] == "parallel"
+
+
 # defaults, shapes, training -------------------------------------------------------------------------------
 
 def test_defaults_resolve_per_data_kind_and_bad_names_fail():
     image = DataSpec("d", "image", (1, 8, 8), (-1.0, 1.0), 10, 100, 10, 10.0, 0.5)
     rgb = DataSpec("c", "image", (3, 8, 8), (-1.0, 1.0), 10, 100, 10, 10.0, 0.5)
     c = WalkJump(WalkJump.make_config(), image).config
-    assert (c.sigma, c.M, c.step_size) == (2.0, 16, 1.0)  # σ = 1 on [0, 1] is σ = 2 on [-1, 1]
+    # mems' σ = 1, δ = 0.5, γ = 0.5 on [0, 1] are σ = 2, δ = 1, γ = 0.25 on [-1, 1] (γδ stays)
+    assert (c.sigma, c.M, c.step_size, c.friction) == (2.0, 16, 1.0, 0.25)
+    assert WalkJump(WalkJump.make_config(), image).resolved_config()["friction"] == 0.25  # in the record
     assert WalkJump(WalkJump.make_config(), rgb).config.M == 8
     v = WalkJump(WalkJump.make_config(), SPEC2).config
-    assert (v.sigma, v.M, v.step_size) == (SPEC2.std, 16, 0.5 * SPEC2.std)
+    assert (v.sigma, v.M, v.step_size, v.friction) == (SPEC2.std, 16, 0.5 * SPEC2.std, 0.25 / (0.5 * SPEC2.std))
+    assert WalkJump(WalkJump.make_config({"friction": 0.7}), image).config.friction == 0.7
+    assert c.protocol == "parallel"
     assert WalkJump(WalkJump.make_config(), SPEC2).resolved_config()["sigma"] == SPEC2.std
     with pytest.raises(ConfigError, match="did you mean 'universal'"):
         WalkJump(WalkJump.make_config({"parametrisation": "univrsal"}), SPEC2)
+    with pytest.raises(ConfigError, match="protocol.*did you mean 'long_chain'"):
+        WalkJump(WalkJump.make_config({"protocol": "long_chian"}), SPEC2)
+    with pytest.raises(ConfigError, match="jump_every >= 1"):
+        WalkJump(WalkJump.make_config({"protocol": "long_chain", "jump_every": 0}), SPEC2)
 
 
 @pytest.mark.parametrize("parametrisation", sorted(PARAMETRISATIONS))
@@ -276,6 +443,17 @@ def test_runs_through_the_runner(host, tiny_config, tmp_path, parametrisation):
 
     sets = ["suite.methods=['walk_jump']", f"methods.walk_jump.parametrisation='{parametrisation}'",
             "methods.walk_jump.steps=5", "methods.walk_jump.M=4"]
+    if parametrisation == "universal":  # the papers' protocol, recorded with the run
+        sets += ["methods.walk_jump.protocol='long_chain'", "methods.walk_jump.chains=4",
+                 "methods.walk_jump.burn_in=3", "methods.walk_jump.jump_every=2"]
     suite = load_suite(tiny_config, sets, all_methods=host.registries["methods"].names())
     out = run_job(host, suite.jobs[0], tmp_path, progress=False)
     assert out.status == "ok", out.message
+    rec = json.loads((out.run_dir / "record.json").read_text())
+    n = suite.jobs[0].eval.n_samples
+    if parametrisation == "universal":
+        assert rec["sampling"]["protocol"] == "long_chain" and rec["sampling"]["jump_every"] == 2
+        assert rec["nfe"] == pytest.approx(rec["sampling"]["total_nfe"] / n)
+    else:
+        assert rec["sampling"]["protocol"] == "parallel" and rec["nfe"] == 5 + 1
+    assert rec["config"]["method"]["friction"] == pytest.approx(0.25 / rec["config"]["method"]["step_size"])
