@@ -74,3 +74,136 @@ def test_peak_memory_on_a_real_gpu():
     x = torch.empty(64 * 1024 * 1024, dtype=torch.uint8, device=dev)
     assert TP.peak_memory(dev)["peak_memory_bytes"] >= 64 * 1024 * 1024
     del x
+
+
+# many short intervals ---------------------------------------------------------------------------------------
+
+def test_interval_clock_sums_intervals_on_cpu(clock):
+    c = TP.IntervalClock("cpu")
+    for dt in (1.0, 2.5):
+        with c:
+            clock["t"] += dt
+        clock["t"] += 100.0  # between intervals: not counted
+    assert c.seconds == 3.5 and c.count == 2 and clock["syncs"] == []
+
+
+def test_interval_clock_uses_cuda_events_and_synchronises_once(clock, monkeypatch):
+    class FakeEvent:
+        def __init__(self, enable_timing=False):
+            assert enable_timing
+            self.t = None
+
+        def record(self):
+            self.t = clock["t"]
+
+        def elapsed_time(self, end):  # milliseconds, as CUDA reports
+            return 1000.0 * (end.t - self.t)
+
+    monkeypatch.setattr(torch.cuda, "Event", FakeEvent)
+    c = TP.IntervalClock("cuda")
+    for dt in (0.25, 0.5, 1.0):
+        with c:
+            clock["t"] += dt
+        clock["t"] += 7.0
+    assert clock["syncs"] == []  # nothing stalls the device while intervals are recorded
+    assert c.seconds == pytest.approx(1.75) and len(clock["syncs"]) == 1
+    assert c.seconds == pytest.approx(1.75) and len(clock["syncs"]) == 1  # read again: already folded in
+
+
+# FLOPs ------------------------------------------------------------------------------------------------------
+
+def mlp_energy(d: int, h: int) -> torch.nn.Module:
+    """E(x) = w₂ᵀ tanh(W₁x + b₁) + b₂: matmuls [B, d]×[d, h] and [B, h]×[h, 1]."""
+    from harness.runner import seeded_init
+
+    with seeded_init(0):
+        return torch.nn.Sequential(torch.nn.Linear(d, h), torch.nn.Tanh(), torch.nn.Linear(h, 1))
+
+
+B, D, H = 5, 3, 7
+
+
+def test_count_flops_forward_of_an_mlp_is_2_per_multiply_add():
+    net = mlp_energy(D, H)
+    with torch.no_grad():
+        out, flops = TP.count_flops(lambda: net(torch.randn(B, D)))
+    assert out.shape == (B, 1) and flops == 2 * B * H * (D + 1)
+
+
+def test_count_flops_counts_the_input_gradient_of_an_energy():
+    """An energy sampler's score: autograd.grad of E w.r.t. a leaf input, inside no_grad + enable_grad as the
+    samplers run it. Backward through the two matmuls w.r.t. the input only: [B, 1]×[1, h] and [B, h]×[h, d], the
+    same multiply-adds as the forward, so 4·B·h·(d + 1) in all (parameter gradients are not computed)."""
+    net = mlp_energy(D, H)
+
+    def score():
+        with torch.enable_grad():
+            x = torch.randn(B, D).requires_grad_(True)
+            (g,) = torch.autograd.grad(net(x).sum(), x)
+        return -g
+
+    with torch.no_grad():
+        s, flops = TP.count_flops(score)
+    assert s.shape == (B, D) and flops == 4 * B * H * (D + 1)
+
+
+def test_count_flops_counts_a_training_backward():
+    """loss.backward() through the parameters: forward 2Bh(d+1), then ∂W₂ (2Bh), ∂h (2Bh) and ∂W₁ (2Bdh); the input
+    needs no gradient."""
+    net = mlp_energy(D, H)
+    _, flops = TP.count_flops(lambda: net(torch.randn(B, D)).square().sum().backward())
+    assert flops == 2 * B * H * (D + 1) + 2 * B * H + 2 * B * H + 2 * B * D * H
+
+
+def _linear_method():
+    from dataclasses import dataclass
+
+    from harness.method import Method, MethodConfig, SampleResult, randn
+
+    @dataclass
+    class Cfg(MethodConfig):
+        steps: int = 100
+
+    class LinearSampler(Method):
+        """steps evaluations of a bias-free Linear(4, 4): 2·4·4 = 32 FLOPs per evaluation per sample."""
+
+        name, Config, sampler_length = "linear", Cfg, ("steps",)
+        lengths: list[int] = []
+
+        def build_model(self, backbone):
+            return torch.nn.Linear(4, 4, bias=False)
+
+        def loss(self, model, batch, generator):
+            return batch.sum(1)
+
+        def sample(self, model, n, generator):
+            x = randn((n, 4), generator)
+            for _ in range(self.config.steps):
+                x = model(x)
+            LinearSampler.lengths.append(self.config.steps)
+            return SampleResult(x, self.config.steps)
+
+    return LinearSampler
+
+
+def test_sample_flops_measures_a_shortened_sampler_and_scales_back():
+    cls = _linear_method()
+    method = cls(cls.Config(steps=100), None)
+    with torch.no_grad():
+        got = TP.sample_flops(method, torch.nn.Linear(4, 4, bias=False), torch.Generator().manual_seed(0), 100)
+    assert cls.lengths == [TP.SAMPLE_FLOPS_MAX_NFE]  # ran 8 steps on 2 samples, not 100
+    assert got["sample_gflops_per_sample"] == pytest.approx(100 * 32 / 1e9)
+    assert "FlopCounterMode" in got["flops_method"] and "scaled by 0.08" in got["flops_method"]
+    # a sampler already short runs at full length
+    cls.lengths.clear()
+    got = TP.sample_flops(cls(cls.Config(steps=5), None), torch.nn.Linear(4, 4, bias=False),
+                          torch.Generator().manual_seed(0), 5)
+    assert cls.lengths == [5] and got["sample_gflops_per_sample"] == pytest.approx(5 * 32 / 1e9)
+
+
+def test_sample_flops_records_a_failure_instead_of_raising():
+    cls = _linear_method()
+    broken = cls(cls.Config(steps=3), None)
+    broken.sample = lambda model, n, g: (_ for _ in ()).throw(RuntimeError("boom"))
+    got = TP.sample_flops(broken, torch.nn.Linear(4, 4), torch.Generator(), 3)
+    assert got["sample_gflops_per_sample"] is None and "RuntimeError: boom" in got["flops_method"]

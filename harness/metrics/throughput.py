@@ -2,7 +2,11 @@
 
 On CUDA, kernels run asynchronously: a timer that does not synchronise measures the launch, not the work. Every
 timer here synchronises the device before reading the clock. The first `warmup` intervals of a `StepTimer` (allocator
-and kernel-selection warm-up) are excluded from its rates; `as_dict` reports how many were excluded.
+and kernel-selection warm-up) are excluded from its rates; `as_dict` reports how many were excluded. `IntervalClock`
+sums many short intervals with CUDA events (one synchronisation when read).
+
+Compute is counted in FLOPs by ``torch.utils.flop_counter.FlopCounterMode`` (`count_flops`, `sample_flops`), beside
+NFE: an energy model's evaluation (forward + input gradient) counts as one NFE but costs about twice the FLOPs.
 """
 
 from __future__ import annotations
@@ -10,9 +14,12 @@ from __future__ import annotations
 import resource
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
+from torch import nn
 
 
 def synchronize(device: torch.device | str | None) -> None:
@@ -110,3 +117,109 @@ def peak_memory(device: torch.device | str | None) -> dict[str, float | str]:
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {"peak_memory_bytes": float(rss if sys.platform == "darwin" else rss * 1024),
             "peak_memory_kind": "cpu peak RSS (process)"}
+
+
+# many short intervals, timed without stalling the device ------------------------------------------------------
+
+class IntervalClock:
+    """Sums the durations of many short intervals (``with clock: ...``), e.g. every chain step apart from the
+    readouts between them. On CUDA each interval is bracketed by CUDA events and the device is synchronised once,
+    when `seconds` is read, so that timing does not serialise host and device; on CPU it is wall clock."""
+
+    def __init__(self, device: torch.device | str | None = None):
+        self.cuda = device is not None and torch.device(device).type == "cuda"
+        self.device = device
+        self.count = 0
+        self._seconds = 0.0
+        self._events: list[tuple[Any, Any]] = []
+
+    def __enter__(self) -> IntervalClock:
+        if self.cuda:
+            self._start = torch.cuda.Event(enable_timing=True)
+            self._start.record()
+        else:
+            self._t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.count += 1
+        if self.cuda:
+            end = torch.cuda.Event(enable_timing=True)
+            end.record()
+            self._events.append((self._start, end))
+        else:
+            self._seconds += time.perf_counter() - self._t0
+
+    @property
+    def seconds(self) -> float:
+        if self._events:
+            synchronize(self.device)
+            self._seconds += sum(a.elapsed_time(b) for a, b in self._events) / 1000.0
+            self._events.clear()
+        return self._seconds
+
+
+# FLOPs ------------------------------------------------------------------------------------------------------
+
+FLOPS_COUNTED = ("torch.utils.flop_counter.FlopCounterMode: matmuls, convolutions and attention, forward and "
+                 "backward (input gradients of energy models included); elementwise operations are not counted")
+
+
+class _GlobalOnly:
+    """Stands in for FlopCounterMode's per-module tracker, whose backward hooks make ``torch.autograd.grad`` with
+    respect to a leaf input raise ("A leaf node was passed to _will_engine_execute_node", pytorch/pytorch#131753)
+    — exactly what energy samplers do. Only the global total is needed here."""
+
+    parents = frozenset({"Global"})
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return None
+
+
+def count_flops(fn: Callable[[], Any]) -> tuple[Any, int]:
+    """(fn(), floating-point operations it ran) counted by ``torch.utils.flop_counter.FlopCounterMode`` (no
+    hand-written counts): every matmul, convolution and attention call, in the forward pass and in any backward
+    pass run inside fn, including ``torch.autograd.grad`` with respect to inputs. A multiply-add counts 2."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    counter.mod_tracker = _GlobalOnly()
+    with counter:
+        out = fn()
+    return out, int(counter.get_total_flops())
+
+
+SAMPLE_FLOPS_N = 2  # samples drawn under the counter
+SAMPLE_FLOPS_MAX_NFE = 8  # the sampler is shortened to about this many evaluations where its length is a knob
+
+
+def sample_flops(method, model: nn.Module, generator: torch.Generator, nfe_per_sample: int,
+                 n: int = SAMPLE_FLOPS_N, max_nfe: int = SAMPLE_FLOPS_MAX_NFE) -> dict[str, Any]:
+    """Sampling GFLOPs per sample, measured rather than assumed.
+
+    The method's sampler draws `n` samples under `count_flops`, shortened by ``method.with_sampler_scaled(f)``,
+    f = max_nfe / nfe_per_sample, where the method declares a sampler length (else at full length). The FLOPs of
+    one evaluation for one sample are the count over the evaluations that ran (n × the NFE the shortened sampler
+    reports, or ``info["total_nfe"]`` where a sampler states its whole cost, e.g. one long chain), so the value
+    scales linearly back to the run's `nfe_per_sample`: exact when every evaluation of the sampler costs the same.
+    Returns ``sample_gflops_per_sample`` (None when counting failed) and ``flops_method`` (how it was measured)."""
+    factor, runner = 1.0, method
+    scale = getattr(method, "with_sampler_scaled", None)
+    if scale is not None and nfe_per_sample > max_nfe:
+        scaled = scale(max_nfe / nfe_per_sample)
+        if scaled is not None:
+            factor, runner = max_nfe / nfe_per_sample, scaled
+    try:
+        res, flops = count_flops(lambda: runner.sample(model, n, generator))
+    except Exception as exc:  # noqa: BLE001 - an op the counter cannot trace must not fail the run
+        return {"sample_gflops_per_sample": None, "flops_method": f"FlopCounterMode failed: {type(exc).__name__}: "
+                                                                  f"{exc}"}
+    drawn = int(res.samples.shape[0])
+    evals = int(res.info.get("total_nfe", drawn * res.nfe)) if isinstance(res.info, dict) else drawn * res.nfe
+    per_eval = flops / evals if evals > 0 else float("nan")
+    how = (f"{FLOPS_COUNTED}; {drawn} samples from the sampler scaled by {factor:.4g} ({res.nfe} NFE per sample, "
+           f"{evals} evaluations, {flops} FLOPs), scaled linearly to the run's {nfe_per_sample} NFE per sample")
+    return {"sample_gflops_per_sample": per_eval * nfe_per_sample / 1e9, "flops_method": how}
