@@ -21,10 +21,11 @@ import torch
 from harness.hookspecs import hookimpl
 from harness.metrics import EvalContext, Metric, MetricValue
 from harness.metrics import toy as T
+from harness.metrics import uncertainty as U
 
-MIXING_DEFAULTS = {  # per data kind: chains, burn-in and recorded steps
-    "vector": {"n_chains": 8, "burn_in": 500, "steps": 2000, "projections": 4},
-    "image": {"n_chains": 4, "burn_in": 100, "steps": 400, "projections": 4},
+MIXING_DEFAULTS = {  # per data kind: chains, burn-in, recorded steps, projections, superchains of nested R̂
+    "vector": {"n_chains": 8, "burn_in": 500, "steps": 2000, "projections": 4, "superchains": 4},
+    "image": {"n_chains": 4, "burn_in": 100, "steps": 400, "projections": 4, "superchains": 2},
 }
 
 
@@ -45,26 +46,42 @@ def _subsample(ctx: EvalContext, default_max: int = 2000) -> torch.Tensor:
 
 def _mv(d: dict[str, Any]) -> MetricValue:
     return MetricValue(d["value"], d.get("higher_is_better"), d.get("floor"), d.get("protocol", {}),
-                       d.get("details", {}))
+                       d.get("details", {}), stderr=d.get("stderr"))
 
 
 # toy targets -------------------------------------------------------------------------------------------------
+
+U_STDERR = ("exact variance of the two-sample U-statistic, estimated without bias from the kernel matrices "
+            "(first- and second-order parts each clamped at 0; harness.metrics.uncertainty); covers samples and "
+            "reference draws")
+
 
 def compute_mmd(ctx: EvalContext) -> MetricValue:
     x = _subsample(ctx)
     n, target = x.shape[0], ctx.dataset.target
     y, y2 = target.sample(n, ctx.generator), target.sample(n, ctx.generator)
     bw = T.bandwidths_from(y)
-    return MetricValue(T.mmd2_unbiased(x, y, bw), floor=T.mmd2_unbiased(y2, y, bw),
+    value, stderr = T.mmd2_with_stderr(x, y, bw)
+    floor, floor_stderr = T.mmd2_with_stderr(y2, y, bw)
+    return MetricValue(value, floor=floor, stderr=stderr,
                        protocol={"n": n, "kernel": "sum of Gaussians", "bandwidth_factors": list(T.BANDWIDTH_FACTORS),
-                                 "bandwidth_rule": "factor × median pairwise distance of the reference sample"},
-                       details={"bandwidths": list(bw)})
+                                 "bandwidth_rule": "factor × median pairwise distance of the reference sample",
+                                 "stderr": U_STDERR},
+                       details={"bandwidths": list(bw), "floor_stderr": floor_stderr})
 
 
 def compute_energy(ctx: EvalContext) -> MetricValue:
     x = _subsample(ctx)
-    value, floor = T.two_sample_with_floor(T.energy_distance, x, ctx.dataset.target, ctx.generator)
-    return MetricValue(value, floor=floor, protocol={"n": x.shape[0]})
+    stderrs = []
+
+    def stat(a, b):
+        stderrs.append(T.energy_distance_stderr(a, b))
+        return T.energy_distance(a, b)
+
+    value, floor = T.two_sample_with_floor(stat, x, ctx.dataset.target, ctx.generator)
+    return MetricValue(value, floor=floor, stderr=stderrs[0],
+                       protocol={"n": x.shape[0], "stderr": U_STDERR + " (kernel −‖a − b‖)"},
+                       details={"floor_stderr": stderrs[1]})
 
 
 def compute_sliced(ctx: EvalContext) -> MetricValue:
@@ -74,8 +91,21 @@ def compute_sliced(ctx: EvalContext) -> MetricValue:
     def sw(a, b):
         return T.sliced_wasserstein(a, b, generator=ctx.generator, n_projections=k)
 
-    value, floor = T.two_sample_with_floor(sw, x, ctx.dataset.target, ctx.generator)
-    return MetricValue(value, floor=floor, protocol={"n": x.shape[0], "p": 2, "n_projections": k})
+    pairs = []
+
+    def keep(a, b):
+        pairs.append((a, b))
+        return sw(a, b)
+
+    value, floor = T.two_sample_with_floor(keep, x, ctx.dataset.target, ctx.generator)
+    b = int(_opt(ctx, "bootstrap", 20))  # 20 replicates: ~16% relative precision of the stderr, ~1.5 s at n 2000
+    stderr, floor_stderr = (T.sliced_wasserstein_stderr(a, c, generator=ctx.generator, n_projections=k, replicates=b)
+                            for a, c in pairs)
+    return MetricValue(value, floor=floor, stderr=stderr,
+                       protocol={"n": x.shape[0], "p": 2, "n_projections": k,
+                                 "stderr": f"bootstrap, {b} replicates resampling samples and reference draws and "
+                                           "redrawing the directions"},
+                       details={"floor_stderr": floor_stderr})
 
 
 def compute_modes(ctx: EvalContext) -> dict[str, MetricValue] | None:
@@ -84,39 +114,49 @@ def compute_modes(ctx: EvalContext) -> dict[str, MetricValue] | None:
         return None  # no known modes (e.g. the banana)
     x = ctx.samples
     got = T.mode_coverage(x, target)
-    real = T.mode_coverage(target.sample(x.shape[0], ctx.generator), target)
+    xr = target.sample(x.shape[0], ctx.generator)
+    real = T.mode_coverage(xr, target)
+    se, se_real = T.mode_coverage_stderr(x, target, ctx.generator), T.mode_coverage_stderr(xr, target, ctx.generator)
     protocol = {"n": x.shape[0], "covered_if_count_at_least": f"{T.COVERAGE_FRACTION} × n × w_k",
-                "counted_within": f"{T.COVERAGE_QUANTILE} quantile radius σ_k·sqrt(χ²_d)"}
+                "counted_within": f"{T.COVERAGE_QUANTILE} quantile radius σ_k·sqrt(χ²_d)",
+                "stderr": f"bootstrap over samples (multinomial), {U.REPLICATES} replicates"}
     details = {k: got[k] for k in ("modes_covered", "modes", "counts", "fractions")}
     return {
-        "mode_coverage": MetricValue(got["coverage"], True, real["coverage"], protocol, details),
+        "mode_coverage": MetricValue(got["coverage"], True, real["coverage"], protocol,
+                                     {**details, "floor_stderr": se_real["coverage"]}, stderr=se["coverage"]),
         "mode_weight_error": MetricValue(got["weight_error"], False, real["weight_error"], protocol,
-                                         {"measure": "total variation of assignment fractions vs weights"}),
+                                         {"measure": "total variation of assignment fractions vs weights",
+                                          "floor_stderr": se_real["weight_error"]}, stderr=se["weight_error"]),
     }
 
 
 def compute_fisher(ctx: EvalContext) -> MetricValue:
     n = int(_opt(ctx, "n", 2000))
     res = T.fisher_divergence(ctx.score_fn, ctx.dataset.target, ctx.score_sigma, n, ctx.generator, ctx.device)
-    return MetricValue(res["fisher"], protocol={"n": n, "sigma": ctx.score_sigma,
-                                                "points": "exact samples of the target smoothed at sigma"},
-                       details={"relative": res["relative"], "stderr": res["stderr"]})
+    return MetricValue(res["fisher"], stderr=res["stderr"],
+                       protocol={"n": n, "sigma": ctx.score_sigma, "points": "exact samples of the target smoothed at "
+                                 "sigma", "stderr": "standard error of the mean over the n points"},
+                       details={"relative": res["relative"]})
 
 
 def compute_nll(ctx: EvalContext) -> MetricValue:
     x, _ = ctx.dataset.split("test")
     n = min(x.shape[0], int(_opt(ctx, "n", 2000 if ctx.spec.kind == "vector" else 256)))
     x = x[:n]
-    nll = T.mean_nll(ctx.log_likelihood, x, int(_opt(ctx, "batch", 512)))
+    nll, stderr = T.nll_with_stderr(ctx.log_likelihood, x, int(_opt(ctx, "batch", 512)))
     target = ctx.dataset.target
-    floor = T.mean_nll(target.log_prob, x) if target is not None else None
-    protocol = {"n": n, "split": "test (first n)"}
+    floor, floor_stderr = T.nll_with_stderr(target.log_prob, x) if target is not None else (None, None)
+    protocol = {"n": n, "split": "test (first n)",
+                "stderr": "standard error of the mean over the n test points (each with its own trace probe where "
+                          "the likelihood is a Hutchinson estimate, so probe variance is included)"}
     if ctx.spec.kind == "vector":
-        return MetricValue(nll, floor=floor, protocol=protocol, details={"unit": "nats per example, model space"})
+        return MetricValue(nll, floor=floor, protocol=protocol, stderr=stderr,
+                           details={"unit": "nats per example, model space", "floor_stderr": floor_stderr})
     # images: the method returns log P of the 8-bit image (a uniform-dequantisation bound), so bits/dim follows
     unit = "nats per 8-bit image (uniform dequantisation bound)"
-    return {"nll": MetricValue(nll, protocol=protocol, details={"unit": unit}),
-            "bits_per_dim": MetricValue(nll / (ctx.spec.dim * math.log(2)), False, protocol=protocol,
+    per_dim = ctx.spec.dim * math.log(2)
+    return {"nll": MetricValue(nll, protocol=protocol, details={"unit": unit}, stderr=stderr),
+            "bits_per_dim": MetricValue(nll / per_dim, False, protocol=protocol, stderr=stderr / per_dim,
                                         details={"unit": "bits per dimension of the 8-bit image"})}
 
 
@@ -133,7 +173,7 @@ def compute_fid_cnn(ctx: EvalContext) -> dict[str, MetricValue] | None:
         return None  # no labels, no classifier: nothing to compute under "auto"
     space = fid.cnn_space(ctx.dataset)
     out = fid.image_fidelity(ctx.dataset, ctx.samples, space, cache_root=ctx.cache_dir / "fidelity",
-                             cuda=ctx.device.type == "cuda", n=_opt(ctx, "n", None))
+                             cuda=ctx.device.type == "cuda", n=_opt(ctx, "n", None), generator=ctx.generator)
     return {k: _mv(v) for k, v in out.items()}
 
 
@@ -153,7 +193,7 @@ def compute_fid_inception(ctx: EvalContext) -> dict[str, MetricValue] | None:
     space = fid.inception_space()
     out = {k: _mv(v) for k, v in fid.image_fidelity(
         ctx.dataset, ctx.samples, space, cache_root=ctx.cache_dir / "fidelity", cuda=ctx.device.type == "cuda",
-        n=_opt(ctx, "n", None), isc=bool(_opt(ctx, "inception_score", True))).items()}
+        n=_opt(ctx, "n", None), isc=bool(_opt(ctx, "inception_score", True)), generator=ctx.generator).items()}
     reason = fid.inception_score_unavailable_reason()
     if reason:
         out["fid_inception"].details["inception_score"] = reason
@@ -179,13 +219,21 @@ def compute_class_kl(ctx: EvalContext) -> MetricValue | None:
     n = pred.shape[0]
     xtr = ctx.dataset.split(FLOOR_SPLIT)[0]
     idx = torch.randperm(xtr.shape[0], generator=torch.Generator().manual_seed(SUBSET_SEED))[:n]
-    floor = C.class_kl(p, clf.predict(C.quantise(ctx.dataset, xtr[idx])))
+    pred_floor = clf.predict(C.quantise(ctx.dataset, xtr[idx]))
+    floor = C.class_kl(p, pred_floor)
     q = C.class_histogram(pred, clf.num_classes)
-    return MetricValue(C.class_kl(p, pred), floor=floor,
+
+    def boot(labels):  # bootstrap over samples: the predicted labels resampled with replacement
+        reps = U.resample_indices(labels.shape[0], 2 * U.REPLICATES, ctx.generator)
+        return U.bootstrap_stderr([C.class_kl(p, labels[i]) for i in reps])
+
+    return MetricValue(C.class_kl(p, pred), floor=floor, stderr=boot(pred),
                        protocol={"n": n, "data_histogram": "classifier predictions on the test split",
-                                 "pseudo_count": 0.5, "floor": f"{FLOOR_SPLIT} subset of n", **clf.protocol()},
+                                 "pseudo_count": 0.5, "floor": f"{FLOOR_SPLIT} subset of n", **clf.protocol(),
+                                 "stderr": f"bootstrap over samples, {2 * U.REPLICATES} replicates (the data "
+                                           "histogram from the whole test split is held fixed)"},
                        details={"sample_histogram": q.tolist(), "data_histogram": p.tolist(),
-                                "classes_missing": int((q == 0).sum())})
+                                "classes_missing": int((q == 0).sum()), "floor_stderr": boot(pred_floor)})
 
 
 # chains ------------------------------------------------------------------------------------------------------
@@ -219,7 +267,11 @@ def mixing_statistics(ctx: EvalContext, n_projections: int):
 
 
 def compute_mixing(ctx: EvalContext) -> dict[str, MetricValue]:
+    """Mixing of the method's stationary chain, diagnosed on ``Chain.trace`` at every recorded step, with ESS rates
+    charged to chain steps only and readouts (every ``readout_every`` steps, or once at the end) reported apart
+    (see harness.metrics.mixing). Leaves chain.npz for the report's plots in the run folder."""
     from harness.metrics import mixing as M
+    from harness.metrics.throughput import FLOPS_COUNTED
 
     _check_options(ctx, "mixing", MIXING_DEFAULTS[ctx.spec.kind])
     cfg = {**MIXING_DEFAULTS[ctx.spec.kind], **ctx.options}
@@ -227,28 +279,55 @@ def compute_mixing(ctx: EvalContext) -> dict[str, MetricValue]:
     seed = int(torch.randint(0, 2**62, (1,), generator=ctx.generator))
     g = torch.Generator(device=ctx.device).manual_seed(seed)
     diag = M.run_chain_diagnostics(ctx.chain, int(cfg["n_chains"]), int(cfg["burn_in"]), int(cfg["steps"]),
-                                   stats, labeler, generator=g, names=stats.names)
+                                   stats, labeler, generator=g, names=stats.names,
+                                   superchains=int(cfg["superchains"]))
+    try:  # FLOPs of one step of two chains, on their own stream (the diagnosed chains' draws do not shift)
+        flops = M.chain_flops(ctx.chain, torch.Generator(device=ctx.device).manual_seed(seed ^ 0x5F10))
+    except Exception as exc:  # noqa: BLE001 - an op the counter cannot trace must not lose the mixing numbers
+        flops = {"gflops_per_chain_step": None, "gflops_per_readout": None,
+                 "flops_error": f"{type(exc).__name__}: {exc}"}
     s = diag.summary()
     protocol = {"n_chains": diag.n_chains, "burn_in": diag.burn_in, "steps": diag.steps,
                 "statistics": diag.names,
-                "tau": "Sokal automatic window, c = 5 (emcee)", "ess_rhat": "arviz_stats (rank-normalised, split)",
-                "timing": "step + readout of recorded steps, synchronised; burn-in excluded"}
-    per = {"per_statistic": {n: {"tau": t, "ess_bulk": b, "ess_tail": e, "rhat": r} for n, t, b, e, r in zip(
-        diag.names, diag.tau, diag.ess_bulk, diag.ess_tail, diag.rhat, strict=True)},
-        "reliable": s["reliable"], "seconds": diag.seconds, "nfe": diag.nfe,
-        "nfe_per_step": diag.nfe_per_step, "chain": ctx.chain.describe()}
+                "diagnosed": "statistics of Chain.trace(state), the chain's own position (walk-jump: ȳ; Langevin: "
+                             "x), at every recorded step; no readout per step",
+                "cost": "ESS per 1,000 NFE and per second charge chain steps only (C · steps · nfe_per_step, "
+                        "burn-in excluded); readouts (every readout_every steps, or once at the end) are counted "
+                        "and timed apart (details.cost)",
+                "tau": "Sokal automatic window, c = 5 (emcee); a lower bound when steps < 50 τ",
+                "ess_rhat": "arviz_stats (rank-normalised, split)",
+                "nested_rhat": f"arviz_stats rhat_nested (Margossian et al. 2024), rank-normalised; {diag.superchains} "
+                               "superchains of consecutive, independently initialised chains",
+                "timing": "chain steps and readouts timed apart, synchronised (CUDA events); burn-in, statistics "
+                          "and labels excluded"}
+    cost = {**diag.cost(), **flops, "flops_counted": FLOPS_COUNTED}
+    per = {"per_statistic": {n: {"tau": t, "tau_stderr": te, "ess_bulk": b, "ess_tail": e, "rhat": r,
+                                 "nested_rhat": nr} for n, t, te, b, e, r, nr in zip(
+        diag.names, diag.tau, diag.tau_stderr, diag.ess_bulk, diag.ess_tail, diag.rhat, diag.nested_rhat,
+        strict=True)},
+        "reliable": s["reliable"], "cost": cost, "chain": ctx.chain.describe()}
     out = {
-        "iat": MetricValue(s["tau"], False, protocol=protocol, details=per),
+        "iat": MetricValue(s["tau"], False, protocol=protocol, details=per, stderr=s["tau_stderr"],
+                           lower_bound=s["tau_lower_bound"]),
         "ess_bulk": MetricValue(s["ess_bulk"], True, protocol=protocol),
         "ess_tail": MetricValue(s["ess_tail"], True, protocol=protocol),
         "rhat": MetricValue(s["rhat"], False, protocol=protocol),
     }
+    if s["nested_rhat"] is not None:
+        out["nested_rhat"] = MetricValue(s["nested_rhat"], False, protocol=protocol)
     if s["ess_bulk_per_second"] is not None:
-        out["ess_per_second"] = MetricValue(s["ess_bulk_per_second"], True, protocol=protocol)
+        out["ess_per_second"] = MetricValue(s["ess_bulk_per_second"], True, protocol=protocol, details={"cost": cost})
     if s["ess_bulk_per_1k_nfe"] is not None:
-        out["ess_per_1k_nfe"] = MetricValue(s["ess_bulk_per_1k_nfe"], True, protocol=protocol)
+        out["ess_per_1k_nfe"] = MetricValue(s["ess_bulk_per_1k_nfe"], True, protocol=protocol, details={"cost": cost})
     if s["mode_hops_per_1k_steps"] is not None:
-        out["mode_hops_per_1k_steps"] = MetricValue(s["mode_hops_per_1k_steps"], True, protocol=protocol)
+        labels = (f"labels of the readouts, every {diag.label_every} steps" if diag.label_source == "readouts"
+                  else "labels of the trace at every recorded step")
+        out["mode_hops_per_1k_steps"] = MetricValue(s["mode_hops_per_1k_steps"], True,
+                                                    protocol={**protocol, "labels": labels})
+    if ctx.run_dir is not None:
+        M.save_chain_npz(ctx.run_dir / M.CHAIN_NPZ, diag)
+        ctx.artifacts[M.CHAIN_NPZ] = ("mixing chains: trace statistics, autocorrelation, mode labels, readouts of "
+                                      "chain 0 (harness.metrics.mixing.chain_arrays)")
     return out
 
 
@@ -257,10 +336,23 @@ def compute_mixing(ctx: EvalContext) -> dict[str, MetricValue]:
 NFE_CURVE_DEFAULTS = {"factors": [0.1, 0.25, 0.5], "n": 0}  # n 0: all samples, at most 500 vectors / 300 images
 
 
-def compute_nfe_curve(ctx: EvalContext) -> MetricValue | None:
+NFE_CURVE_LABELS = {"mmd": ("MMD²", "unitless (squared kernel norm)"),
+                    "fid_cnn": ("FID in the domain-CNN feature space", "squared feature units")}
+
+
+def nfe_curve_key(statistic: str, factor: float) -> str:
+    """The record key of `nfe_curve`'s value: what it holds, at what, e.g. ``mmd_at_0.1x_sampler`` (MMD² of samples
+    from the sampler run at 0.1× its length) or ``fid_cnn_at_0.1x_sampler``."""
+    return f"{statistic}_at_{factor:g}x_sampler"
+
+
+def compute_nfe_curve(ctx: EvalContext) -> dict[str, MetricValue] | None:
     """The run's quality statistic (MMD² against the exact target for toy data, FID in the domain-CNN space for
     labelled images) for fresh samples from the sampler shortened or lengthened by each factor, plus the run's own
-    samples at factor 1. The value is the statistic at the smallest factor; the curve is in the details."""
+    samples at factor 1. Recorded under `nfe_curve_key` (statistic and factor in the name, e.g.
+    ``mmd_at_0.1x_sampler``): the statistic at the smallest factor, with its standard error from the same estimator
+    as the quality metric (U-statistic variance for MMD², bootstrap for FID); the curve (each point with its
+    stderr) is in the details, protocol["metric"] is "nfe_curve"."""
     _check_options(ctx, "nfe_curve", NFE_CURVE_DEFAULTS)
     factors = sorted({float(f) for f in _opt(ctx, "factors", NFE_CURVE_DEFAULTS["factors"])} - {1.0})
     if not factors or min(factors) <= 0:
@@ -273,12 +365,12 @@ def compute_nfe_curve(ctx: EvalContext) -> MetricValue | None:
             return None
         y = target.sample(n, ctx.generator)
         bw = T.bandwidths_from(y)
-        mmd_floor = T.mmd2_unbiased(target.sample(n, ctx.generator), y, bw)
+        mmd_floor = T.mmd2_with_stderr(target.sample(n, ctx.generator), y, bw)
 
-        def quality(x) -> tuple[float, float]:
-            return T.mmd2_unbiased(x, y, bw), mmd_floor
+        def quality(x) -> tuple[float, float, float, float]:
+            return (*T.mmd2_with_stderr(x, y, bw), *mmd_floor)
 
-        statistic = "mmd"
+        statistic, stderr_rule = "mmd", U_STDERR
     else:
         if not _has_labels(ctx):
             return None
@@ -286,20 +378,26 @@ def compute_nfe_curve(ctx: EvalContext) -> MetricValue | None:
 
         space = fid.cnn_space(ctx.dataset)
 
-        def quality(x) -> tuple[float, float]:
+        def quality(x) -> tuple[float, float, float, float]:
             out = fid.image_fidelity(ctx.dataset, x, space, cache_root=ctx.cache_dir / "fidelity",
-                                     cuda=ctx.device.type == "cuda", n=n, isc=False)["fid_cnn"]
-            return out["value"], out["floor"]
+                                     cuda=ctx.device.type == "cuda", n=n, isc=False,
+                                     generator=ctx.generator)["fid_cnn"]
+            return out["value"], out["stderr"], out["floor"], out["details"]["floor_stderr"]
 
-        statistic = "fid_cnn"
+        statistic, stderr_rule = "fid_cnn", fid.STDERR_PROTOCOL["fid"]
     curve = []
     for f in [*factors, 1.0]:
         x, nfe = (ctx.samples[:n], ctx.nfe) if f == 1.0 else ctx.resample(f, n)
-        q, floor = quality(x)
-        curve.append({"factor": f, "nfe": nfe, "value": float(q)})
-    protocol = {"statistic": statistic, "n": n, "factors": factors,
-                "scaled": "every sampler-length field of the method, rounded, at least 1"}
-    return MetricValue(curve[0]["value"], floor=floor, protocol=protocol, details={"curve": curve})
+        q, se, floor, floor_se = quality(x)
+        curve.append({"factor": f, "nfe": nfe, "value": float(q), "stderr": se})
+    name, unit = NFE_CURVE_LABELS[statistic]
+    protocol = {"metric": "nfe_curve", "statistic": statistic, "n": n, "factors": factors,
+                "label": f"{name} of samples from the sampler run at {factors[0]:g}× its length",
+                "unit": unit, "scaled": "every sampler-length field of the method, rounded, at least 1",
+                "stderr": stderr_rule}
+    return {nfe_curve_key(statistic, factors[0]): MetricValue(
+        curve[0]["value"], floor=floor, protocol=protocol, stderr=curve[0]["stderr"],
+        details={"curve": curve, "nfe": curve[0]["nfe"], "floor_stderr": floor_se})}
 
 
 VECTOR, IMAGE, BOTH = frozenset({"vector"}), frozenset({"image"}), frozenset({"vector", "image"})
@@ -310,7 +408,8 @@ METRICS = (
     Metric("energy_distance", "Energy distance against fresh target samples, with real-vs-real floor",
            False, VECTOR, compute_energy, frozenset({"target"}), options=frozenset({"max_n"})),
     Metric("sliced_wasserstein", "Sliced 2-Wasserstein distance against fresh target samples, with floor",
-           False, VECTOR, compute_sliced, frozenset({"target"}), options=frozenset({"max_n", "n_projections"})),
+           False, VECTOR, compute_sliced, frozenset({"target"}),
+           options=frozenset({"max_n", "n_projections", "bootstrap"})),
     Metric("mode_coverage", "Fraction of mixture modes covered and total-variation weight error",
            True, VECTOR, compute_modes, frozenset({"target"}), options=frozenset(())),
     Metric("fisher_divergence", "E‖s_θ − ∇log p_σ‖² on the target smoothed at the method's noise level",
@@ -324,9 +423,11 @@ METRICS = (
     Metric("class_kl", "KL(data class histogram ‖ samples' predicted class histogram), domain classifier",
            False, IMAGE, compute_class_kl, options=frozenset(())),
     Metric("nfe_curve", "Quality (MMD² or FID_cnn) against NFE: the sampler rerun at fractions of its length; "
-           "value at the shortest", False, BOTH, compute_nfe_curve, frozenset({"resample"}),
+           "recorded as <statistic>_at_<factor>x_sampler at the shortest", False, BOTH, compute_nfe_curve,
+           frozenset({"resample"}),
            options=frozenset(NFE_CURVE_DEFAULTS)),
-    Metric("mixing", "Stationary-chain mixing: autocorrelation time, ESS, split-R̂, ESS rates, mode hopping",
+    Metric("mixing", "Stationary-chain mixing of the chain's own trace: autocorrelation time, ESS, split-R̂, "
+           "nested R̂, ESS per 1k chain-step NFE and per second (readouts apart), mode hopping",
            True, BOTH, compute_mixing, frozenset({"chain"}), options=frozenset(MIXING_DEFAULTS["vector"])),
 )
 

@@ -176,11 +176,17 @@ def test_registered_toy_metrics_on_exact_samples(host):
     for name in ("mmd", "energy_distance", "sliced_wasserstein"):
         mv = metrics[name].compute(ctx)
         assert mv.floor is not None and abs(mv.value - mv.floor) < 3 * max(abs(mv.floor), 1e-3), (name, mv)
+        # exact samples: value and floor agree within their standard errors, which every two-sample value carries
+        assert mv.stderr > 0 and mv.details["floor_stderr"] > 0 and "stderr" in mv.protocol, name
+        assert abs(mv.value - mv.floor) < 4 * math.hypot(mv.stderr, mv.details["floor_stderr"]), (name, mv)
     modes = metrics["mode_coverage"].compute(ctx)
     assert modes["mode_coverage"].value == 1.0 and modes["mode_weight_error"].higher_is_better is False
+    assert modes["mode_weight_error"].stderr > 0 and modes["mode_coverage"].stderr is not None
     assert metrics["fisher_divergence"].compute(ctx).value < 1e-10
     nll = metrics["nll"].compute(ctx)
     assert nll.value == pytest.approx(nll.floor)
+    x_test = ds.split("test")[0][:nll.protocol["n"]]
+    assert nll.stderr == pytest.approx(float((-target.log_prob(x_test)).double().std()) / math.sqrt(x_test.shape[0]))
     # a collapsed sampler: everything on one mode
     ctx.samples = target.means[:1].float().repeat(600, 1) + 0.2 * torch.randn(600, 2, generator=gen(12))
     collapsed = metrics["mode_coverage"].compute(ctx)

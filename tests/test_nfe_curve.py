@@ -56,10 +56,16 @@ def test_oracle_langevin_curve_falls_to_the_floor():
     ctx = EvalContext(dataset=ds, spec=ds.spec, samples=samples, nfe=nfe, generator=torch.Generator().manual_seed(1),
                       device=torch.device("cpu"), cache_dir=Path("."), resample=resample,
                       options={"factors": [0.01, 0.1]})
-    mv = compute_nfe_curve(ctx)
+    out = compute_nfe_curve(ctx)
+    assert list(out) == ["mmd_at_0.01x_sampler"]  # the key says what it holds: MMD² at 0.01× the sampler length
+    mv = out["mmd_at_0.01x_sampler"]
     curve = mv.details["curve"]
     assert [c["nfe"] for c in curve] == [30, 300, 3000] and [c["factor"] for c in curve] == [0.01, 0.1, 1.0]
     assert mv.value == curve[0]["value"] and mv.protocol["statistic"] == "mmd" and mv.protocol["n"] == n
+    assert mv.protocol["metric"] == "nfe_curve" and "0.01× its length" in mv.protocol["label"]
+    # stderr: the MMD² estimator's own (U-statistic variance), at the shortest length and at every point
+    assert mv.stderr == curve[0]["stderr"] and all(c["stderr"] > 0 for c in curve)
+    assert mv.details["floor_stderr"] > 0
     # the 99th percentile of real-vs-real MMD² at the same n and bandwidth rule
     g = torch.Generator().manual_seed(2)
     target = ds.target

@@ -129,25 +129,101 @@ def reference_protocol(dataset: Dataset, split: str, images: Tensor, space: Feat
                              space.weights_sha256, space.resize, torch_fidelity_version())
 
 
+def _fidelity_kwargs(space: FeatureSpace, n: int, n1: int, *, cuda: bool, cache_root: str | Path | None,
+                     kid: bool, prc: bool, isc: bool, kid_subsets: int) -> dict[str, Any]:
+    return dict(
+        cuda=cuda, fid=True, kid=kid, prc=prc and n > PRC_NEIGHBORHOOD + 1, isc=isc,
+        feature_extractor=space.extractor, feature_extractor_weights_path=space.weights_path,
+        kid_subset_size=min(KID_SUBSET_SIZE, n), kid_subsets=kid_subsets, prc_neighborhood=PRC_NEIGHBORHOOD,
+        isc_splits=min(10, n1), save_cpu_ram=True, verbose=False,
+        cache=cache_root is not None, cache_root=str(cache_root) if cache_root is not None else None,
+    )
+
+
+def _layers(kwargs: dict[str, Any]) -> dict[str, str]:
+    from torch_fidelity.utils import resolve_feature_layer_for_metric
+
+    return {m: resolve_feature_layer_for_metric(m, **kwargs) for m in ("isc", "fid", "kid", "prc") if kwargs[m]}
+
+
+def extract_features(images: Tensor, extractor, kwargs: dict[str, Any], cache_name: str | None) -> dict[str, Tensor]:
+    """torch-fidelity's features (layer → [N, d]) of uint8 images, cached under `cache_name` when given (the same
+    cache entries `torch_fidelity.calculate_metrics` reads and writes)."""
+    from torch_fidelity.utils import extract_featuresdict_from_input_id_cached
+
+    return extract_featuresdict_from_input_id_cached(1, extractor, **{**kwargs, "input1": UInt8Images(images),
+                                                                      "input1_cache_name": cache_name})
+
+
+def metrics_from_features(f1: dict[str, Tensor], f2: dict[str, Tensor], kwargs: dict[str, Any]) -> dict[str, float]:
+    """What `torch_fidelity.calculate_metrics` returns (same functions, same order), from extracted features of
+    input1 (generated) and input2 (reference)."""
+    from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
+    from torch_fidelity.metric_isc import isc_featuresdict_to_metric
+    from torch_fidelity.metric_kid import kid_featuresdict_to_metric
+    from torch_fidelity.metric_prc import prc_featuresdict_to_metric
+
+    layers, out = _layers(kwargs), {}
+    if "isc" in layers:
+        out.update(isc_featuresdict_to_metric(f1, layers["isc"], **kwargs))
+    out.update(fid_statistics_to_metric(fid_features_to_statistics(f1[layers["fid"]]),
+                                        fid_features_to_statistics(f2[layers["fid"]]), False))
+    if "kid" in layers:
+        out.update(kid_featuresdict_to_metric(f1, f2, layers["kid"], **kwargs))
+    if "prc" in layers:
+        out.update(prc_featuresdict_to_metric(f1, f2, layers["prc"], **kwargs))
+    return out
+
+
+def make_extractor(kwargs: dict[str, Any]):
+    from torch_fidelity.utils import create_feature_extractor
+
+    return create_feature_extractor(kwargs["feature_extractor"], sorted(set(_layers(kwargs).values())), **kwargs)
+
+
 def fidelity(input1: Tensor, input2: Tensor, space: FeatureSpace, *, cuda: bool = False,
              input1_cache_name: str | None = None, input2_cache_name: str | None = None,
              cache_root: str | Path | None = None, kid: bool = True, prc: bool = True, isc: bool = False,
              kid_subsets: int = 100) -> dict[str, float]:
-    """torch-fidelity metrics between uint8 image sets (input1 generated, input2 reference), in memory.
-    Inputs with a cache name have their features and statistics cached by torch-fidelity under `cache_root`."""
-    import torch_fidelity
-
+    """torch-fidelity metrics between uint8 image sets (input1 generated, input2 reference), in memory; the
+    numbers of ``torch_fidelity.calculate_metrics``. Inputs with a cache name have their features cached by
+    torch-fidelity under `cache_root`."""
     n = min(input1.shape[0], input2.shape[0])
-    prc = prc and n > PRC_NEIGHBORHOOD + 1
-    kwargs = dict(
-        input1=UInt8Images(input1), input2=UInt8Images(input2), cuda=cuda, fid=True, kid=kid, prc=prc, isc=isc,
-        feature_extractor=space.extractor, feature_extractor_weights_path=space.weights_path,
-        kid_subset_size=min(KID_SUBSET_SIZE, n), kid_subsets=kid_subsets, prc_neighborhood=PRC_NEIGHBORHOOD,
-        isc_splits=min(10, input1.shape[0]), save_cpu_ram=True, verbose=False,
-        cache=cache_root is not None, cache_root=str(cache_root) if cache_root is not None else None,
-        input1_cache_name=input1_cache_name, input2_cache_name=input2_cache_name,
-    )
-    return torch_fidelity.calculate_metrics(**kwargs)
+    kwargs = _fidelity_kwargs(space, n, input1.shape[0], cuda=cuda, cache_root=cache_root, kid=kid, prc=prc,
+                              isc=isc, kid_subsets=kid_subsets)
+    ext = make_extractor(kwargs)
+    return metrics_from_features(extract_features(input1, ext, kwargs, input1_cache_name),
+                                 extract_features(input2, ext, kwargs, input2_cache_name), kwargs)
+
+
+def fidelity_stderrs(f1: dict[str, Tensor], f2: dict[str, Tensor], value: dict[str, float], kwargs: dict[str, Any],
+                     generator: torch.Generator) -> dict[str, float]:
+    """Standard errors (torch-fidelity result key → stderr) from the sampling of the evaluation:
+    FID by the bootstrap over both feature sets (`uncertainty.fid_bootstrap_stderr`), KID by the law of total
+    variance (`uncertainty.kid_stderr`), precision/recall binomially given the k-NN balls."""
+    from harness.metrics import uncertainty as U
+
+    layers, out = _layers(kwargs), {}
+    out["frechet_inception_distance"] = U.fid_bootstrap_stderr(f1[layers["fid"]], f2[layers["fid"]], generator)
+    if "kernel_inception_distance_mean" in value:
+        out["kernel_inception_distance_mean"] = U.kid_stderr(
+            f1[layers["kid"]], f2[layers["kid"]], value["kernel_inception_distance_std"], kwargs["kid_subsets"],
+            kwargs["kid_subset_size"])
+    if "precision" in value:
+        out["precision"] = U.binomial_stderr(value["precision"], f1[layers["prc"]].shape[0])
+        out["recall"] = U.binomial_stderr(value["recall"], f2[layers["prc"]].shape[0])
+    return out
+
+
+STDERR_PROTOCOL = {
+    "fid": "bootstrap over both feature sets (mean and covariance recomputed in float64), "
+           "100 replicates (20 for d ≥ 512 with n ≥ d); conservative near the floor",
+    "kid": "√(exact variance of the complete polynomial-kernel U-statistic on all points + subset std² / "
+           "(subsets − 1)) (law of total variance over data and subsets)",
+    "precision": "binomial √(p(1−p)/n), conditional on the reference k-NN balls",
+    "recall": "binomial √(r(1−r)/n), conditional on the generated k-NN balls",
+    "is": "none (std over splits in details)",
+}
 
 
 # torch-fidelity result keys -> our metric stems, with direction
@@ -162,9 +238,11 @@ RESULT_KEYS = {
 
 def image_fidelity(dataset: Dataset, samples: Tensor, space: FeatureSpace, *, cache_root: Path,
                    cuda: bool = False, n: int | None = None, isc: bool | None = None,
-                   kid_subsets: int = 100) -> dict[str, Any]:
-    """Metric name → MetricValue-ready dicts {value, floor, higher_is_better, protocol, details} for generated
-    model-space `samples` against the reference split, with floors from the other split at the same n."""
+                   kid_subsets: int = 100, generator: torch.Generator | None = None) -> dict[str, Any]:
+    """Metric name → MetricValue-ready dicts {value, floor, stderr, higher_is_better, protocol, details} for
+    generated model-space `samples` against the reference split, with floors from the other split at the same n.
+    Standard errors (`fidelity_stderrs`; the floor's in details["floor_stderr"]) draw from `generator`
+    (default: seeded 0)."""
     t0 = time.perf_counter()
     n_ref = min(dataset.spec.test_size, dataset.spec.train_size)
     n = min(samples.shape[0], n or samples.shape[0], n_ref)
@@ -176,10 +254,16 @@ def image_fidelity(dataset: Dataset, samples: Tensor, space: FeatureSpace, *, ca
     ref_p, flo_p = (reference_protocol(dataset, REFERENCE_SPLIT, ref, space),
                     reference_protocol(dataset, FLOOR_SPLIT, flo, space))
     isc = space.has_classifier if isc is None else (isc and space.has_classifier)
-    common = dict(space=space, cuda=cuda, cache_root=cache_root, isc=isc, kid_subsets=kid_subsets)
-    value = fidelity(gen, ref, input2_cache_name=ref_p.cache_name(), **common)
-    floor = fidelity(flo, ref, input1_cache_name=flo_p.cache_name(), input2_cache_name=ref_p.cache_name(), **common)
+    kwargs = _fidelity_kwargs(space, n, n, cuda=cuda, cache_root=cache_root, kid=True, prc=True, isc=isc,
+                              kid_subsets=kid_subsets)
+    ext = make_extractor(kwargs)
+    f_gen, f_ref = extract_features(gen, ext, kwargs, None), extract_features(ref, ext, kwargs, ref_p.cache_name())
+    f_flo = extract_features(flo, ext, kwargs, flo_p.cache_name())
+    value, floor = metrics_from_features(f_gen, f_ref, kwargs), metrics_from_features(f_flo, f_ref, kwargs)
     seconds = time.perf_counter() - t0
+    g = generator if generator is not None else torch.Generator().manual_seed(0)
+    se, floor_se = fidelity_stderrs(f_gen, f_ref, value, kwargs, g), fidelity_stderrs(f_flo, f_ref, floor, kwargs, g)
+    stderr_seconds = time.perf_counter() - t0 - seconds
     protocol = {
         "extractor": space.extractor, "weights_sha256": space.weights_sha256, "resize": space.resize, "n": n,
         "reference": {"split": REFERENCE_SPLIT, "checksum": ref_p.checksum, "cache_key": ref_p.key()},
@@ -192,14 +276,16 @@ def image_fidelity(dataset: Dataset, samples: Tensor, space: FeatureSpace, *, ca
     for key, (stem, hib) in RESULT_KEYS.items():
         if key not in value:
             continue
-        details = {"seconds": seconds}
+        details = {"seconds": seconds, "stderr_seconds": stderr_seconds, "floor_stderr": floor_se.get(key)}
         if stem == "kid":
             details["std"] = value["kernel_inception_distance_std"]
             details["floor_std"] = floor["kernel_inception_distance_std"]
         if stem == "is":
             details["std"] = value["inception_score_std"]
         out[f"{stem}_{space.suffix}"] = {"value": float(value[key]), "floor": float(floor[key]),
-                                         "higher_is_better": hib, "protocol": protocol, "details": details}
+                                         "stderr": se.get(key), "higher_is_better": hib,
+                                         "protocol": {**protocol, "stderr": STDERR_PROTOCOL[stem]},
+                                         "details": details}
     return out
 
 

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from harness.metrics import uncertainty as U
+
 if TYPE_CHECKING:
     from harness.toy import ToyTarget
 
@@ -50,18 +52,26 @@ def mmd2_unbiased(x: Tensor, y: Tensor, bandwidths: tuple[float, ...]) -> float:
         MMD²_u = 1/(m(m−1)) Σ_{i≠j} k(x_i, x_j) + 1/(n(n−1)) Σ_{i≠j} k(y_i, y_j) − 2/(mn) Σ_{i,j} k(x_i, y_j).
     """
     x, y = _flat64(x), _flat64(y)
-    m, n = x.shape[0], y.shape[0]
-    if m < 2 or n < 2:
+    if x.shape[0] < 2 or y.shape[0] < 2:
         raise ValueError("MMD² needs at least 2 points per sample")
+    return U.u_statistic(*_mmd_kernels(x, y, bandwidths))
 
-    def k(a, b):
-        d2 = torch.cdist(a, b).pow(2)
-        return sum(torch.exp(-d2 / (2 * h * h)) for h in bandwidths)
 
-    kxx, kyy, kxy = k(x, x), k(y, y), k(x, y)
-    sxx = (kxx.sum() - kxx.diagonal().sum()) / (m * (m - 1))
-    syy = (kyy.sum() - kyy.diagonal().sum()) / (n * (n - 1))
-    return float(sxx + syy - 2 * kxy.mean())
+def gaussian_kernel(a: Tensor, b: Tensor, bandwidths: tuple[float, ...]) -> Tensor:
+    """k(a_i, b_j) = Σ_b exp(−‖a_i − b_j‖² / (2 h_b²)) as a matrix."""
+    d2 = torch.cdist(a, b).pow(2)
+    return sum(torch.exp(-d2 / (2 * h * h)) for h in bandwidths)
+
+
+def _mmd_kernels(x: Tensor, y: Tensor, bandwidths: tuple[float, ...]) -> tuple[Tensor, Tensor, Tensor]:
+    return gaussian_kernel(x, x, bandwidths), gaussian_kernel(y, y, bandwidths), gaussian_kernel(x, y, bandwidths)
+
+
+def mmd2_with_stderr(x: Tensor, y: Tensor, bandwidths: tuple[float, ...]) -> tuple[float, float]:
+    """(MMD²_u, its standard error): the exact variance of the two-sample U-statistic estimated without bias
+    (`harness.metrics.uncertainty.u_statistic_variance`), from the same kernel matrices; needs ≥ 4 points each."""
+    kxx, kyy, kxy = _mmd_kernels(_flat64(x), _flat64(y), bandwidths)
+    return U.u_statistic(kxx, kyy, kxy), U.u_statistic_stderr(kxx, kyy, kxy)
 
 
 def mmd_two_sample(x: Tensor, y: Tensor, bandwidths: tuple[float, ...] | None = None) -> float:
@@ -93,6 +103,13 @@ def energy_distance(x: Tensor, y: Tensor) -> float:
     return float(2 * exy - exx - eyy)
 
 
+def energy_distance_stderr(x: Tensor, y: Tensor) -> float:
+    """Standard error of `energy_distance`: it is the two-sample U-statistic with kernel k(a, b) = −‖a − b‖
+    (2 E‖X−Y‖ − E‖X−X'‖ − E‖Y−Y'‖ = A + B − 2C), so `u_statistic_stderr` applies unchanged."""
+    x, y = _flat64(x), _flat64(y)
+    return U.u_statistic_stderr(-torch.cdist(x, x), -torch.cdist(y, y), -torch.cdist(x, y))
+
+
 def random_directions(d: int, k: int, generator: torch.Generator) -> Tensor:
     """k directions uniform on the unit sphere S^{d−1}, float64 [k, d]."""
     v = torch.randn(k, d, generator=generator, dtype=torch.float64, device=generator.device).cpu()
@@ -111,6 +128,17 @@ def sliced_wasserstein(x: Tensor, y: Tensor, *, generator: torch.Generator, n_pr
         q = (torch.arange(max(px.shape[0], py.shape[0]), dtype=torch.float64) + 0.5) / max(px.shape[0], py.shape[0])
         px, py = torch.quantile(px, q, dim=0), torch.quantile(py, q, dim=0)
     return float((px - py).abs().pow(p).mean().pow(1 / p))
+
+
+def sliced_wasserstein_stderr(x: Tensor, y: Tensor, *, generator: torch.Generator, n_projections: int = 256,
+                              replicates: int = 20) -> float:
+    """Bootstrap standard error of `sliced_wasserstein`: each replicate resamples x and y with replacement *and*
+    draws fresh directions, so the spread covers both the samples and the Monte Carlo over θ."""
+    x, y = _flat64(x), _flat64(y)
+    ix = U.resample_indices(x.shape[0], replicates, generator)
+    iy = U.resample_indices(y.shape[0], replicates, generator)
+    return U.bootstrap_stderr([sliced_wasserstein(x[a], y[b], generator=generator, n_projections=n_projections)
+                               for a, b in zip(ix, iy, strict=True)])
 
 
 def two_sample_with_floor(stat: Callable[[Tensor, Tensor], float], samples: Tensor, target: ToyTarget,
@@ -133,20 +161,39 @@ def mode_coverage(samples: Tensor, target) -> dict[str, float | list]:
     - weight error: total variation ½ Σ_k |n_k / n − w_k| of the assignment fractions (all samples assigned to
       their most responsible component) against the true weights.
     """
+    k, near = _mode_assignment(samples, target)
+    return _mode_summary(k, near, target.weights.to(torch.float64))
+
+
+def _mode_assignment(samples: Tensor, target) -> tuple[Tensor, Tensor]:
+    """Per sample: its most responsible component k and whether it lies within the coverage radius of μ_k."""
     from scipy.stats import chi2
 
     x = samples.to(torch.float64).cpu()
-    n = x.shape[0]
-    w = target.weights.to(torch.float64)
     k = target.component(x)
     radius = target.stds.to(torch.float64) * math.sqrt(chi2.ppf(COVERAGE_QUANTILE, x.shape[1]))
-    near = (x - target.means.to(torch.float64)[k]).norm(dim=1) <= radius[k]
+    return k, (x - target.means.to(torch.float64)[k]).norm(dim=1) <= radius[k]
+
+
+def _mode_summary(k: Tensor, near: Tensor, w: Tensor) -> dict[str, float | list]:
+    n = k.shape[0]
     counts = torch.bincount(k[near], minlength=w.shape[0]).to(torch.float64)
     covered = counts >= COVERAGE_FRACTION * n * w
     frac = torch.bincount(k, minlength=w.shape[0]).to(torch.float64) / n
     return {"coverage": float(covered.double().mean()), "weight_error": float(0.5 * (frac - w).abs().sum()),
             "modes_covered": int(covered.sum()), "modes": int(w.shape[0]), "counts": counts.tolist(),
             "fractions": frac.tolist()}
+
+
+def mode_coverage_stderr(samples: Tensor, target, generator: torch.Generator,
+                         replicates: int = U.REPLICATES) -> dict[str, float]:
+    """Bootstrap standard errors of `mode_coverage`'s coverage and weight error: the samples resampled with
+    replacement (a multinomial draw of the per-sample mode assignments), the statistics recomputed."""
+    k, near = _mode_assignment(samples, target)
+    w = target.weights.to(torch.float64)
+    reps = [_mode_summary(k[i], near[i], w) for i in U.resample_indices(k.shape[0], replicates, generator)]
+    return {"coverage": U.bootstrap_stderr([r["coverage"] for r in reps]),
+            "weight_error": U.bootstrap_stderr([r["weight_error"] for r in reps])}
 
 
 def is_mixture(target) -> bool:
@@ -177,10 +224,18 @@ def fisher_divergence(score_fn: Callable[[Tensor], Tensor], target: ToyTarget, s
         norms.append(exact.pow(2).sum(1))
     e, m = torch.cat(errs), torch.cat(norms)
     return {"fisher": float(e.mean()), "relative": float(e.mean() / m.mean()),
-            "stderr": float(e.std() / math.sqrt(n)) if n > 1 else float("nan")}
+            "stderr": U.mean_stderr(e)}
 
 
 def mean_nll(log_likelihood: Callable[[Tensor], Tensor], x: Tensor, batch: int = 1024) -> float:
     """Mean −log p(x) in nats over x (batched)."""
-    vals = [log_likelihood(x[i: i + batch]).detach().to(torch.float64).cpu() for i in range(0, x.shape[0], batch)]
-    return float(-torch.cat(vals).mean())
+    return nll_with_stderr(log_likelihood, x, batch)[0]
+
+
+def nll_with_stderr(log_likelihood: Callable[[Tensor], Tensor], x: Tensor, batch: int = 1024) -> tuple[float, float]:
+    """(mean −log p(x) in nats over x, its standard error s/√n over the points). Where log p is itself a
+    stochastic estimate per point (a Hutchinson trace probe in the probability-flow ODE), each point has its own
+    independent probe, so s already contains the probe variance and s/√n covers points and probes together."""
+    vals = -torch.cat([log_likelihood(x[i: i + batch]).detach().to(torch.float64).cpu()
+                       for i in range(0, x.shape[0], batch)])
+    return float(vals.mean()), U.mean_stderr(vals)
