@@ -114,9 +114,77 @@ def test_classifier_is_accurate_cached_and_deterministic(digits, clf_dir, tmp_pa
     assert not other.meta["loaded_from_cache"] and other.sha256 == clf.sha256  # bit-identical weights
     x = C.quantise(digits, digits.split("test")[0][:7])
     feats, logits = clf.features_and_logits(x)
-    assert feats.shape == (7, 64) and logits.shape == (7, 10)
+    assert feats.shape == (7, 4 * 16 + 64) and logits.shape == (7, 10)  # conv1/conv2 mean, rms | penultimate
+    assert clf.protocol()["extractor_version"] == C.EXTRACTOR_VERSION == clf.meta["extractor_version"]
+    # standardised on the train split: every feature has mean 0 there, std 1 unless floored (dead channels)
+    raw = torch.cat([clf.net.raw_features_and_logits(C.quantise(digits, digits.split("train")[0]))[0]])
+    z = (raw - clf.net.feature_mean) / clf.net.feature_std
+    floored = raw.std(0) < clf.net.feature_std * (1 - 1e-4)  # dead or near-constant channels: std floored
+    assert z.mean(0).abs().max() < 1e-4 and ((z.std(0) - 1).abs() < 1e-3)[~floored].all() and floored.any()
     # a different recipe is a different cache entry
     assert C.classifier_path(digits, C.ClassifierRecipe(seed=1), clf_dir)[0] != clf.path
+
+
+def test_classifier_build_seconds_are_reported_once(digits, tmp_path):
+    """Training (or a disk-cache load) adds its seconds to `pop_build_seconds` and meta["build_seconds"]; an
+    in-memory hit adds nothing."""
+    C.pop_build_seconds()
+    clf = C.get_classifier(digits, cache_dir=tmp_path)
+    assert not clf.meta["loaded_from_cache"] and C.pop_build_seconds() == pytest.approx(clf.meta["build_seconds"])
+    assert clf.meta["build_seconds"] >= clf.meta["train_seconds"] > 0
+    C.get_classifier(digits, cache_dir=tmp_path)
+    assert C.pop_build_seconds() == 0.0
+    C._LOADED.clear()
+    again = C.get_classifier(digits, cache_dir=tmp_path)
+    assert again.meta["loaded_from_cache"] and C.pop_build_seconds() == pytest.approx(again.meta["build_seconds"])
+
+
+def test_runner_charges_classifier_training_to_its_own_timing(digits, tmp_path, monkeypatch):
+    """runner.evaluate: the first metric that needs the domain classifier does not pay for training it. A fake
+    clock advances 100 s while the classifier trains; the metric's own work advances it 1 s."""
+    import time as time_module
+    import types
+
+    from harness import runner
+    from harness.method import Method
+
+    offset = [0.0]
+    real_clock, real_train = time_module.perf_counter, C._train
+    monkeypatch.setattr(time_module, "perf_counter", lambda: real_clock() + offset[0])
+
+    def slow_train(*args):
+        out = real_train(*args)
+        offset[0] += 100.0
+        return out
+
+    monkeypatch.setattr(C, "_train", slow_train)
+
+    def compute(ctx):
+        C.get_classifier(ctx.dataset, cache_dir=tmp_path / "clf")
+        offset[0] += 1.0
+        return 0.5
+
+    class FakeMethod:
+        log_likelihood, sampler_length = Method.log_likelihood, None
+
+        def score_fn(self, model):
+            return None
+
+        def chain(self, model):
+            return None
+
+    metric = types.SimpleNamespace(name="uses_classifier", higher_is_better=False, compute=compute,
+                                   applicable=lambda ctx: True)
+    host = types.SimpleNamespace(registries={"metrics": types.SimpleNamespace(get=lambda name: metric)})
+    job = types.SimpleNamespace(seed=0, eval=types.SimpleNamespace(metrics=["uses_classifier", "again"]),
+                                metric_options={})
+    comp = types.SimpleNamespace(method=FakeMethod(), dataset=digits)
+    timings = {}
+    results, errors = runner.evaluate(host, job, comp, None, digits.split("test")[0][:4], 1, torch.device("cpu"),
+                                      timings, tmp_path)
+    assert not errors and results["uses_classifier"]["value"] == 0.5
+    assert timings["domain_classifier_seconds"] >= 100.0  # trained once (the second metric hits the memory cache)
+    assert timings["metric_seconds"]["uses_classifier"] == pytest.approx(1.0, abs=0.5)
 
 
 def test_classifier_needs_labels(tmp_path):
@@ -165,11 +233,17 @@ def test_registered_fid_cnn_and_class_kl(host, digits, cnn, tmp_path):
     assert fid.protocol["extractor"] == C.CNN_EXTRACTOR and fid.floor > 0
     assert fid.value < 3 * fid.floor  # real train images score about like the train-vs-test floor
     assert out["precision_cnn"].higher_is_better and not out["kid_cnn"].higher_is_better
+    # standard errors from the evaluation's own sampling, value and floor; repeatable with the same generator
+    for name in ("fid_cnn", "kid_cnn", "precision_cnn", "recall_cnn"):
+        assert out[name].stderr > 0 and out[name].details["floor_stderr"] > 0, name
+    assert abs(fid.value - fid.floor) < 4 * (fid.stderr + fid.details["floor_stderr"])
+    assert metrics["fid_cnn"].compute(ctx_for(digits, train_x[-200:], tmp_path))["fid_cnn"].stderr == fid.stderr
     cached = list((tmp_path / "fidelity").glob("scorebench-digits8-test-n200-*"))
     assert cached, "reference features/statistics were not cached"
     # class coverage: real images ≈ floor, a single class far above
     real = metrics["class_kl"].compute(ctx)
     assert real.value < 0.1 and real.floor < 0.1
+    assert 0 < real.stderr < 0.1 and real.details["floor_stderr"] > 0
     ones = train_x[digits.split("train")[1] == 1][:100]
     assert metrics["class_kl"].compute(ctx_for(digits, ones, tmp_path)).value > 1.5  # ≈ log 10 − (missing mass)
     # noisy samples are worse than real ones
