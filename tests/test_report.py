@@ -68,7 +68,12 @@ warmup_steps = 2
 
 [eval]
 n_samples = 128
-metrics = ["mmd", "energy_distance", "nfe_curve"]
+metrics = ["mmd", "energy_distance", "nfe_curve", "mixing"]
+
+[metrics.mixing]
+n_chains = 2
+burn_in = 10
+steps = 100
 
 [backbones.mlp]
 width = 16
@@ -122,13 +127,15 @@ def parse(path: Path) -> Page:
 
 
 def test_report_has_every_section_and_its_images(results):
-    index, problems = report.build_report(results, chain_steps=200, log=lambda *a: None)
+    log = []
+    index, problems = report.build_report(results, chain_steps=200, log=log.append)
+    assert sum("re-running the chain" in m for m in log) == 2  # asked for: both variants have a stationary chain
     assert index == results / "report" / "index.html"
     assert any("runs/truncated/record.json" in p for p in problems)
     page = parse(index)
     assert {"leaderboards", "ds-gauss2", "environment"} <= page.ids
-    for title in ("Samples", "Quality against training time and NFE", "Mixing of stationary chains", "Throughput",
-                  "Environment 1"):
+    for title in ("Samples", "Quality against training time, NFE and FLOPs", "Mixing of stationary chains",
+                  "Throughput", "Environment 1"):
         assert title in page.text, title
     assert "tiny [method.sigma=0.3]" in page.text and "tiny [method.sigma=0.5]" in page.text  # two variants
     assert "1 failed" in page.text and "Skipped records" in page.text
@@ -142,13 +149,16 @@ def test_report_has_every_section_and_its_images(results):
 
 
 def test_report_without_chain_data_says_so(results, tmp_path):
-    for ckpt in results.glob("runs/*/checkpoint.pt"):
-        ckpt.unlink()
-    index, _ = report.build_report(results, tmp_path / "rep", chain_steps=200, log=lambda *a: None)
+    for f in [*results.glob("runs/*/checkpoint.pt"), *results.glob("runs/*/chain.npz")]:
+        f.unlink()
+    log = []
+    index, _ = report.build_report(results, tmp_path / "rep", chain_steps=200, log=log.append)
     text = parse(index).text
-    assert "No autocorrelation or trace data" in text and "no checkpoint" in text
+    assert "No autocorrelation or trace data" in text and "no chain.npz" in text and "no checkpoint" in text
+    assert not any("re-running" in m for m in log)  # nothing to re-run from
+    assert (tmp_path / "rep" / "img" / "plots" / "gauss2_mixing_summary.png").is_file()  # τ from the records
     index, _ = report.build_report(results, tmp_path / "rep", chain_steps=0, log=lambda *a: None)
-    assert "Chain plots skipped" in parse(index).text
+    assert "Missing chain data" in parse(index).text
     assert not (tmp_path / "rep" / "img" / "plots" / "gauss2_acf_traces.png").exists()  # stale images removed
 
 
@@ -164,6 +174,149 @@ def test_report_command(results):
                            catch_exceptions=False)
     assert r.exit_code == 0 and "wrote " in r.stdout and "truncated" in r.stderr
     assert (results / "report" / "index.html").is_file()
+    assert "re-running the chain of tiny" in r.stderr
+    r = CliRunner().invoke(cli, ["report", "--results", str(results)], catch_exceptions=False)
+    assert r.exit_code == 0 and "re-running" not in r.stderr  # the default re-runs nothing
+    assert (results / "report" / "img" / "plots" / "gauss2_acf_traces.png").is_file()  # from the runs' chain.npz
+
+
+def test_report_help_states_the_chain_steps_default():
+    from harness.cli import cli
+
+    text = " ".join(CliRunner().invoke(cli, ["report", "--help"]).stdout.split())
+    assert "[default: 0;" in text and "chain.npz" in text
+
+
+# synthetic records: a run with a recorded chain.npz and no checkpoint, a chainless run, validity.json ------------
+
+def _record(run_id, method, *, metrics, artifacts=None, timings=None, chain=None):
+    rec = {"schema_version": 1, "run_id": run_id, "method": method, "dataset": "gauss2", "seed": 0, "status": "ok",
+           "config": {"method": {}, "backbone": {}, "train": {}}, "budget": {"steps": 10, "seconds": 0.0},
+           "metrics": metrics, "metric_errors": {}, "artifacts": artifacts or {}, "nfe": 100,
+           "timings": {"train_seconds": 1.0, "nfe_per_sample": 100, **(timings or {})}}
+    if chain is not None:
+        rec["metrics"]["iat"]["details"]["chain"] = chain
+    return rec
+
+
+def _entry(value, *, stderr=None, lower_bound=False, higher_is_better=False, details=None):
+    return {"value": value, "stderr": stderr, "lower_bound": lower_bound, "higher_is_better": higher_is_better,
+            "floor": None, "protocol": {"n": 100}, "details": details or {}}
+
+
+def _ar1(rng, rho, chains, steps):
+    x = np.zeros((chains, steps))
+    for t in range(1, steps):
+        x[:, t] = rho * x[:, t - 1] + rng.standard_normal(chains)
+    return x
+
+
+@pytest.fixture
+def synthetic(tmp_path):
+    """A walk-jump-like energy run with chain.npz (long-chain readouts every 10 steps), τ a lower bound, and no
+    checkpoint; an sde-like run with no chain; both with GFLOPs and standard errors recorded."""
+    res = tmp_path / "results"
+    rng = np.random.default_rng(0)
+    trace = np.stack([_ar1(rng, 0.9, 3, 400), _ar1(rng, 0.5, 3, 400)], axis=2).astype(np.float32)  # [C, K', S]
+    acf = np.stack([report.mean_acf(trace[:, :, j], 50) for j in range(2)])
+    labels = (np.arange(40)[None, :] // 7 % 3 + np.zeros((3, 1), dtype=np.int64)).astype(np.int64)  # [C, R]
+    readouts = rng.uniform(-1, 1, (20, 1, 8, 8)).astype(np.float32)
+    chain = {"stationary": True, "nfe_per_step": 1, "grad_evals_per_step": 1, "readout_nfe": 1,
+             "readout_every": 10}
+    wj = _record("wj-gauss2-s0", "walk_jump", metrics={
+        "mmd": _entry(0.0311, stderr=0.001),
+        "iat": _entry(1228.0, lower_bound=True, details={"reliable": False}),
+        "ess_per_1k_nfe": _entry(2.5, higher_is_better=True)}, artifacts={"chain.npz": "mixing chains"},
+        timings={"sample_gflops_per_sample": 1.5}, chain=chain)
+    sde = _record("sde-gauss2-s0", "sde", metrics={"mmd": _entry(0.0250, stderr=0.002)},
+                  timings={"sample_gflops_per_sample": 0.4})
+    for rec in (wj, sde):
+        write_record(res / "runs" / rec["run_id"], rec)
+    np.savez(res / "runs" / "wj-gauss2-s0" / "chain.npz", trace=trace, names=np.array(["x0", "x1"]), acf=acf,
+             trace_every=np.int64(1), labels=labels, label_every=np.int64(10), readouts=readouts,
+             readout_every=np.int64(10), nfe_per_step=np.int64(1), readout_nfe=np.int64(1))
+    return res
+
+
+def test_report_from_recorded_chain_without_checkpoint(synthetic, tmp_path):
+    log = []
+    index, problems = report.build_report(synthetic, chain_steps=0, log=log.append)
+    assert problems == []
+    page = parse(index)
+    names = {Path(s).name for s in page.imgs}
+    assert {"gauss2_acf_traces.png", "gauss2_mode_hopping.png", "gauss2_chain_strip.png",
+            "gauss2_mixing_summary.png"} <= names, names
+    for src in page.imgs:
+        assert (index.parent / src).is_file(), src
+    assert not any("re-running" in m for m in log)
+    assert "recorded chain.npz" in page.text and "sde" in page.text.split("No stationary chain")[1]
+    assert "Missing chain data" not in page.text
+    # asked to re-run: the run with a chain has no checkpoint, the chainless one is never re-run
+    log.clear()
+    index, _ = report.build_report(synthetic, tmp_path / "rep", chain_steps=100, log=log.append)
+    assert not any("re-running" in m for m in log), log
+    assert "gauss2_acf_traces.png" in {Path(s).name for s in parse(index).imgs}  # the recorded chain instead
+
+
+def test_recorded_chain_is_read_back_with_its_spacing(synthetic):
+    run = report.Run(report.iter_records(synthetic)[0][1], "walk_jump")
+    assert run.run_id == "wj-gauss2-s0"
+    c = report.load_chain(run)
+    assert c.trace.shape == (3, 400, 2) and c.labels.shape == (3, 40) and c.readouts.shape == (20, 1, 8, 8)
+    assert (c.label_every, c.readout_every, c.names) == (10, 10, ["x0", "x1"])
+    assert report.has_stationary_chain(run.record)
+
+
+def test_chainless_and_unknown_runs_are_never_rerun(synthetic):
+    sde = report.iter_records(synthetic)[0][0]
+    assert sde["method"] == "sde" and not report.has_stationary_chain(sde)
+    log = []
+    assert report.choose_chain(None, report.Run(sde, "sde"), 500, log.append) is None and log == []
+
+
+def test_costs_bounds_and_intervals(synthetic):
+    from harness import leaderboard as lb
+
+    records, _ = report.iter_records(synthetic)
+    runs, values, _ = lb.load_runs(synthetic)
+    metric, groups = report.frontier_groups("gauss2", records, runs, values, None)
+    assert metric == "mmd" and len(groups) == 1
+    pts = {p.label: p for p in groups[0][2]}
+    assert pts["walk_jump"].gflops == 1.5 and pts["sde"].gflops == 0.4
+    assert pts["walk_jump"].unit == "fwd+bwd" and pts["sde"].unit == "fwd"
+    assert pts["sde"].yerr == pytest.approx(1.96 * 0.002, rel=1e-4) and pts["sde"].err_kind == "se"  # one seed
+    # several seeds: the t interval over seeds (t_{0.975, 2} = 4.303), not the stderr
+    mean, half, kind = report.quality_interval([1.0, 2.0, 3.0], [0.01, 0.01, 0.01])
+    assert (mean, kind) == (2.0, "ci") and half == pytest.approx(4.302653 * 1.0 / math.sqrt(3), rel=1e-5)
+    assert report.value_text(records[1]["metrics"]["iat"]) == "> 1228"
+    assert report.value_text(records[1]["metrics"]["mmd"]) == "0.0311 ± 0.002"
+    index, _ = report.build_report(synthetic, log=lambda *a: None)
+    text = parse(index).text
+    assert "mmd 0.0311 ± 0.002" in text and "no sampling FLOPs recorded" not in text
+
+
+VALIDITY = {"schema": 1, "results": [
+    {"dataset": "digits", "extractor": "cnn_multilayer", "extractor_version": 2, "n": 500, "floor": 0.2,
+     "passed": True, "disturbances": {"gaussian_noise": {"levels": [0.0, 0.1, 0.2], "values": [0.2, 1.0, 3.0],
+                                                         "monotone": True},
+                                      "blur": {"levels": [0, 1, 2], "values": [0.2, 0.5, 0.9], "monotone": True}}},
+    {"dataset": "digits", "extractor": "cnn_last", "extractor_version": 1, "n": 500, "floor": 0.2, "passed": False,
+     "disturbances": {"salt_pepper": {"levels": [0.0, 0.1], "values": [0.2, 0.1], "monotone": False}}}]}
+
+
+def test_validity_section_when_validity_json_exists(synthetic):
+    index, _ = report.build_report(synthetic, log=lambda *a: None)
+    assert "validity" not in parse(index).ids  # no file: no section
+    (synthetic / "validity.json").write_text(json.dumps(VALIDITY))
+    index, _ = report.build_report(synthetic, log=lambda *a: None)
+    page = parse(index)
+    assert "validity" in page.ids and "Metric validity" in page.text
+    assert "passed" in page.text and "FAILED" in page.text and "salt_pepper" in page.text
+    shots = [s for s in page.imgs if s.startswith("img/validity/")]
+    assert len(shots) == 2 and all((index.parent / s).is_file() for s in shots)
+    (synthetic / "validity.json").write_text('{"schema": 7}')
+    index, _ = report.build_report(synthetic, log=lambda *a: None)
+    assert "expected" in parse(index).text  # a bad file is named, not dropped
 
 
 # headless Chromium through the DevTools protocol over a pipe (no extra Python dependency) -----------------------
