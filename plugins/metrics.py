@@ -306,22 +306,33 @@ def compute_mixing(ctx: EvalContext) -> dict[str, MetricValue]:
         diag.names, diag.tau, diag.tau_stderr, diag.ess_bulk, diag.ess_tail, diag.rhat, diag.nested_rhat,
         strict=True)},
         "reliable": s["reliable"], "cost": cost, "chain": ctx.chain.describe()}
+    # ESS = chains·steps/τ: to first order its relative standard error is τ's (Madras-Sokal), the one stated
+    protocol["ess_stderr"] = "relative standard error of τ (delta method on ESS = chains·steps/τ)"
+
+    def ess_se(value):
+        rel = s["tau_stderr"] / s["tau"] if s["tau_stderr"] is not None and s["tau"] else None
+        return None if rel is None or value is None else abs(value) * rel
+
     out = {
         "iat": MetricValue(s["tau"], False, protocol=protocol, details=per, stderr=s["tau_stderr"],
                            lower_bound=s["tau_lower_bound"]),
-        "ess_bulk": MetricValue(s["ess_bulk"], True, protocol=protocol),
+        "ess_bulk": MetricValue(s["ess_bulk"], True, protocol=protocol, stderr=ess_se(s["ess_bulk"])),
         "ess_tail": MetricValue(s["ess_tail"], True, protocol=protocol),
         "rhat": MetricValue(s["rhat"], False, protocol=protocol),
     }
     if s["nested_rhat"] is not None:
         out["nested_rhat"] = MetricValue(s["nested_rhat"], False, protocol=protocol)
     if s["ess_bulk_per_second"] is not None:
-        out["ess_per_second"] = MetricValue(s["ess_bulk_per_second"], True, protocol=protocol, details={"cost": cost})
+        out["ess_per_second"] = MetricValue(s["ess_bulk_per_second"], True, protocol=protocol, details={"cost": cost},
+                                            stderr=ess_se(s["ess_bulk_per_second"]))
     if s["ess_bulk_per_1k_nfe"] is not None:
-        out["ess_per_1k_nfe"] = MetricValue(s["ess_bulk_per_1k_nfe"], True, protocol=protocol, details={"cost": cost})
+        out["ess_per_1k_nfe"] = MetricValue(s["ess_bulk_per_1k_nfe"], True, protocol=protocol, details={"cost": cost},
+                                            stderr=ess_se(s["ess_bulk_per_1k_nfe"]))
     if s["mode_hops_per_1k_steps"] is not None:
-        labels = (f"labels of the readouts, every {diag.label_every} steps" if diag.label_source == "readouts"
-                  else "labels of the trace at every recorded step")
+        # hops seen at the paid readouts (every k steps) miss returns within k steps: not comparable with hops
+        # counted on the trace at every step, so the two are separate protocols (and leaderboard columns)
+        labels = (f"readout every {diag.label_every} steps" if diag.label_source == "readouts"
+                  else "trace every step")
         out["mode_hops_per_1k_steps"] = MetricValue(s["mode_hops_per_1k_steps"], True,
                                                     protocol={**protocol, "labels": labels})
     if ctx.run_dir is not None:

@@ -177,6 +177,10 @@ def test_mixing_metric_records_chain_step_and_readout_cost_apart(tmp_path):
     assert cost["gflops_per_chain_step"] > 0 and cost["gflops_per_readout"] > 0
     assert out["ess_per_1k_nfe"].value == pytest.approx(1000 * out["ess_bulk"].value / 120)
     assert "nested_rhat" in out and out["iat"].details["cost"] == cost
+    # every ESS carries τ's relative standard error (ESS = chains·steps/τ)
+    rel = out["iat"].stderr / out["iat"].value
+    for name in ("ess_bulk", "ess_per_1k_nfe", "ess_per_second"):
+        assert out[name].stderr == pytest.approx(out[name].value * rel)
     assert "chain.npz" in ctx.artifacts
     with np.load(tmp_path / "chain.npz", allow_pickle=False) as z:
         assert int(z["readout_every"]) == 3 and z["labels"].shape == (4, 10) and int(z["label_every"]) == 3
