@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from harness.hookspecs import hookimpl
 from harness.method import Chain, Method, MethodConfig, SampleResult, rand, randn
+from harness.progress import track
 
 
 @dataclass
@@ -98,7 +99,7 @@ class DSM(Method):
     def sample(self, model: ScoreNet, n: int, generator: torch.Generator) -> SampleResult:
         chain = self.chain(model)
         x = chain.init(n, generator)
-        for _ in range(self.config.steps):
+        for _ in track(range(self.config.steps), desc=f"dsm: Langevin, {n} chains"):
             x = chain.step(x, generator)
         x = chain.readout(x)
         nfe = self.config.steps * chain.nfe_per_step + chain.readout_nfe

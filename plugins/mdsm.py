@@ -46,6 +46,7 @@ from torch import Tensor, nn
 from harness.errors import ConfigError, did_you_mean
 from harness.hookspecs import hookimpl
 from harness.method import Chain, Method, MethodConfig, SampleResult, expand_as_batch, randn
+from harness.progress import track
 
 PAPER_RANGE = 1.0  # width of the value range the paper's lengths are stated for (images in [0, 1])
 
@@ -205,7 +206,7 @@ class MDSM(Method):
         cfg = self.config
         x = self.initial_state(n, generator)
         temps = self.schedule().tolist()
-        for temp in temps:
+        for temp in track(temps, desc=f"mdsm: annealed Langevin, {n} chains"):
             x = langevin_step(model, x, cfg.step_size, temp, generator).detach()
         if cfg.denoise:
             x = denoise(model, x, cfg.sigma0).detach()

@@ -40,6 +40,7 @@ from torch import Tensor, nn
 from harness.errors import ConfigError, did_you_mean
 from harness.hookspecs import hookimpl
 from harness.method import Method, MethodConfig, SampleResult, expand_as_batch, rand, randn
+from harness.progress import track
 
 ScoreFn = Callable[[Tensor, Tensor], Tensor]  # (x [B, ...], t [B]) -> s(x, t)
 
@@ -249,7 +250,7 @@ def euler_maruyama(sde: SDE, score: ScoreFn, x: Tensor, generator: torch.Generat
                    cfg: SDEConfig) -> tuple[Tensor, int]:
     """Reverse-time SDE dx = [f − g² s] dt + g dw̄ (eq. 6) by Euler-Maruyama from t = 1 to ε in `steps` steps."""
     ts = time_grid(cfg.steps, cfg.sample_eps, x.device)
-    for i in range(cfg.steps):
+    for i in track(range(cfg.steps), desc=f"sde: Euler-Maruyama, {x.shape[0]} samples"):
         t, h = _full(ts[i], x), float(ts[i] - ts[i + 1])
         g = expand_as_batch(sde.diffusion(t), x)
         x = x - (sde.drift(x, t) - g**2 * score(x, t)) * h + g * math.sqrt(h) * randn(x.shape, generator)
@@ -281,7 +282,7 @@ def predictor_corrector(sde: SDE, score: ScoreFn, x: Tensor, generator: torch.Ge
     """PC sampling (Algorithm 1): at each t_i, `corrector_steps` Langevin corrections then one reverse-diffusion
     prediction to t_{i+1}."""
     ts = time_grid(cfg.steps, cfg.sample_eps, x.device)
-    for i in range(cfg.steps):
+    for i in track(range(cfg.steps), desc=f"sde: predictor-corrector, {x.shape[0]} samples"):
         t, h = _full(ts[i], x), float(ts[i] - ts[i + 1])
         for _ in range(cfg.corrector_steps):
             x = langevin_corrector(sde, score, x, t, h, cfg.snr, generator)

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from harness.errors import ConfigError, did_you_mean
 from harness.hookspecs import hookimpl
 from harness.method import Chain, Method, MethodConfig, SampleResult, expand_as_batch, rand, randn
+from harness.progress import track
 
 
 @dataclass
@@ -217,7 +218,7 @@ def annealed_langevin(model: nn.Module, x: Tensor, sigmas: list[float], eps: flo
                       generator: torch.Generator) -> Tensor:
     """Annealed Langevin dynamics (Song & Ermon 2019, Algorithm 1): for σ_1 > … > σ_L, T steps each of size
     α_i = ε σ_i²/σ_L²."""
-    for s in sigmas:
+    for s in track(sigmas, desc=f"ssm: annealed Langevin, {x.shape[0]} chains", unit="level"):
         alpha = eps * s**2 / sigmas[-1] ** 2
         sig = torch.full((x.shape[0],), s, device=x.device, dtype=x.dtype)
         for _ in range(steps):
@@ -297,7 +298,7 @@ class SSM(Method):
             x = annealed_langevin(model, x, self.sigmas, c.step_size, c.steps_per_level, generator)
             nfe = len(self.sigmas) * c.steps_per_level
         else:
-            for _ in range(c.langevin_steps):
+            for _ in track(range(c.langevin_steps), desc=f"ssm: Langevin, {n} chains"):
                 x = chain.step(x, generator)
             nfe = c.langevin_steps
         nfe += chain.readout_nfe

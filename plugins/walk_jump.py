@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from harness.errors import ConfigError, did_you_mean
 from harness.hookspecs import hookimpl
 from harness.method import Chain, Method, MethodConfig, SampleResult, rand, randn
+from harness.progress import track
 
 
 @dataclass
@@ -324,7 +325,7 @@ class WalkJump(Method):
             return self._long_run(model, n, c.chains, c.burn_in, c.jump_every, generator)
         chain = self.chain(model)
         state = chain.init(n, generator)
-        for _ in range(self.config.steps):
+        for _ in track(range(self.config.steps), desc=f"walk_jump: walk, {n} chains"):
             state = chain.step(state, generator)
         nfe = self.config.steps * chain.nfe_per_step + model.nfe_jump
         grads = self.config.steps * model.grad_evals_score + model.grad_evals_jump
@@ -337,11 +338,12 @@ class WalkJump(Method):
         chains = min(chains, n)
         chain = self.chain(model)
         state = chain.init(chains, generator)
-        for _ in range(burn_in):
+        for _ in track(range(burn_in), desc=f"walk_jump: burn-in, {chains} chains"):
             state = chain.step(state, generator)
         per_chain: list[list[Tensor]] = [[] for _ in range(chains)]
         left = n
-        while left > 0:
+        rounds = -(-n // chains)  # each round: k walk steps, then one jump from every chain still owed one
+        for _ in track(range(rounds), desc=f"walk_jump: a jump every {k} steps, {chains} chains", unit="round"):
             active = min(chains, left)
             if active < state.y.shape[0]:
                 state = WalkState(state.y[:active], state.v[:active])
