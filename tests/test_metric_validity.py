@@ -178,7 +178,7 @@ CIFAR_XFAIL = pytest.mark.xfail(reason=(
     strict=False)
 
 
-@pytest.mark.heavy
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["mnist", "fashion_mnist", pytest.param("cifar10", marks=CIFAR_XFAIL)])
 def test_large_image_data_sets_pass(name, data_root):
     """Every image data set with a domain classifier (all labelled ones: `ClassifierRecipe` is generic), where its
