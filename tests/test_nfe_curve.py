@@ -62,7 +62,7 @@ def test_oracle_langevin_curve_falls_to_the_floor():
     curve = mv.details["curve"]
     assert [c["nfe"] for c in curve] == [30, 300, 3000] and [c["factor"] for c in curve] == [0.01, 0.1, 1.0]
     assert mv.value == curve[0]["value"] and mv.protocol["statistic"] == "mmd" and mv.protocol["n"] == n
-    assert mv.protocol["metric"] == "nfe_curve" and "0.01× its length" in mv.protocol["label"]
+    assert mv.protocol["metric"] == "nfe_curve" and mv.protocol["label"] == "MMD² at 0.01× sampler length"
     # stderr: the MMD² estimator's own (U-statistic variance), at the shortest length and at every point
     assert mv.stderr == curve[0]["stderr"] and all(c["stderr"] > 0 for c in curve)
     assert mv.details["floor_stderr"] > 0
