@@ -397,6 +397,7 @@ def test_spec_uses_the_exact_maximum_over_the_training_split_and_caches_it(monke
         def load_split(self, split):
             return (self.data if split == "train" else self.data[:10]), None
 
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # a cache of this test's own: starts empty
     calls = []
     exact = hd.max_pairwise_distance
     monkeypatch.setattr(hd, "max_pairwise_distance", lambda t, **kw: calls.append(t.shape) or exact(t, **kw))
