@@ -17,8 +17,7 @@ import os
 import platform
 import socket
 import subprocess
-import tempfile
-import threading
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from importlib import metadata
@@ -40,31 +39,15 @@ def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-_UMASK_LOCK = threading.Lock()
-
-
-def current_umask() -> int:
-    """The process's umask, read without changing it where /proc says it (Linux); else set-and-restore."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    with _UMASK_LOCK:
-        mask = os.umask(0o022)
-        os.umask(mask)
-    return mask
-
-
 def atomic_write(path: Path, write: Callable[[Any], None], mode: str = "w") -> None:
     """Write through `write(fileobj)` into a temporary sibling, fsync, then rename over `path`. The file gets
-    mode 0666 minus the umask (mkstemp's private 0600 would make shared result folders unreadable)."""
+    mode 0666 minus the umask, applied by the kernel when the unique temporary file is created (mkstemp's private
+    0600 would make shared result folders unreadable)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
+    fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
     try:
-        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, mode) as f:
             write(f)
             f.flush()

@@ -536,14 +536,6 @@ def rebuild_model(host, rec: dict[str, Any], run_dir: Path):
     return comp.dataset, comp.method, comp.model
 
 
-def _own_state(chain, state) -> torch.Tensor:
-    """The chain's own position (Chain.trace); chains that predate it and read out for free: the readout."""
-    try:
-        return chain.trace(state)
-    except NotImplementedError:
-        return chain.readout(state)
-
-
 @torch.no_grad()
 def rerun_chain(host, run: Run, steps: int, seed: int = 0) -> ChainData | str:
     """Run CHAINS chains of a stationary method for steps/2 burn-in + `steps` recorded steps (as the mixing metric
@@ -572,7 +564,7 @@ def rerun_chain(host, run: Run, steps: int, seed: int = 0) -> ChainData | str:
     trace, labels, frames = [], [], []
     for k in range(steps):
         state = chain.step(state, g)
-        trace.append(stats(_own_state(chain, state).detach().float().cpu()).numpy())
+        trace.append(stats(chain.trace(state).detach().float().cpu()).numpy())
         if k % every == every - 1 and (labeler is not None or dataset.kind == "image"):
             x = chain.readout(state).detach().float().cpu()
             if labeler is not None:

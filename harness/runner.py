@@ -678,6 +678,8 @@ def run_job(host: PluginHost, job: Job, out: Path, *, resume: bool = False, prog
             "warmup_steps_excluded": WARMUP_STEPS_EXCLUDED,
             "sample_seconds": sample_s, "samples_per_second": samples.shape[0] / sample_s if sample_s else None,
             "nfe_per_sample": nfe, "nfe_per_second": nfe * samples.shape[0] / sample_s if sample_s else None,
+            # evaluations that differentiate the network w.r.t. its input (energy models), beside NFE
+            "grad_evals_per_sample": rec["sampling"].get("grad_evals", 0),
             "train_peak_memory_bytes": train_peak["peak_memory_bytes"],
             "sample_peak_memory_bytes": sample_peak["peak_memory_bytes"],
             "peak_memory_kind": train_peak["peak_memory_kind"],
@@ -699,7 +701,8 @@ def run_job(host: PluginHost, job: Job, out: Path, *, resume: bool = False, prog
         rec["status"] = "ok"
     except Diverged as exc:
         rec["status"], rec["error"] = "diverged", {"type": "Diverged", "message": str(exc), "step": exc.step}
-    except Exception as exc:  # noqa: BLE001 - one job's failure is recorded; the suite goes on
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - one job's failure (a plugin's sys.exit included) is
+        # recorded; the suite goes on
         rec["status"] = "failed"
         rec["error"] = {"type": type(exc).__name__, "message": str(exc),
                         "traceback": traceback.format_exc(limit=8)}
@@ -715,7 +718,7 @@ def run_job(host: PluginHost, job: Job, out: Path, *, resume: bool = False, prog
         rec["ended_utc"] = records.utc_now()
         writer.close(rec)
         raise Interrupted(job.run_id, run_dir, current, step, ckpt_step) from exc
-    except BaseException as exc:  # SystemExit from a plugin and the like: record it, then let it through
+    except BaseException as exc:  # anything else (GeneratorExit and the like): record it, then let it through
         rec["status"] = "failed"
         rec["error"] = {"type": type(exc).__name__, "message": str(exc) or type(exc).__name__}
         rec["ended_utc"] = records.utc_now()
@@ -841,6 +844,11 @@ def run_config(config: str | Path | None, *, sets: list[str] = (), methods: str 
         at = f" at step {exc.step}" if exc.step is not None else ""
         err_log(f"Interrupted: job {exc.run_id} during {exc.phase}{at}; {saved}. Finished jobs are kept.")
         err_log("Continue with:\n  " + resume_command(
+            config, sets=sets, methods=methods, datasets=datasets, seeds=seeds, device=device, out=str(results),
+            data_root=data_root, download=download, plugins_dir=plugins_dir, threads=threads))
+        return 130
+    except KeyboardInterrupt:  # between jobs or before the first one started: nothing half-done to name
+        err_log("Interrupted before a job was running. Finished jobs are kept. Continue with:\n  " + resume_command(
             config, sets=sets, methods=methods, datasets=datasets, seeds=seeds, device=device, out=str(results),
             data_root=data_root, download=download, plugins_dir=plugins_dir, threads=threads))
         return 130

@@ -479,3 +479,17 @@ def test_the_names_the_report_uses_still_exist(results):
     assert "<table" in lb.to_html_fragment(tables, problems, heading_level=3) and lb.HTML_STYLE
     assert lb.status_summary(["ok", "failed", "ok"]) == "2 ok, 1 failed" and lb.to_number("nan") != 0
     assert lb.canonical({"b": 1, "a": 2}) == '{"a":2,"b":1}' and lb.flatten({"a": {"b": 1}}) == {"a.b": 1}
+
+
+def test_sampling_totals_and_batches_do_not_split_variants():
+    """Two runs differing only in n or the sample batch (so in total NFE and batch count) are one treatment; a
+    different sampling protocol is another."""
+    from harness.leaderboard.load import variant_config
+
+    def rec(**sampling):
+        return {"config": {"method": {"a": 1}, "train": {}}, "sampling": sampling}
+
+    a = rec(protocol="parallel", total_nfe=500, batches=1, nfe_mean=101, grad_evals=0)
+    b = rec(protocol="parallel", total_nfe=1000, batches=4, nfe_mean=101.0, grad_evals=0)
+    assert variant_config(a) == variant_config(b)
+    assert variant_config(a) != variant_config(rec(protocol="long_chain", total_nfe=500))

@@ -331,3 +331,25 @@ def test_a_killed_job_reads_as_interrupted_and_resume_picks_it_up(host, tiny_con
     s1, m1, e1 = _weights(ref.run_dir)
     s2, m2, e2 = _weights(run_dir)
     assert s1 == s2 == 12 and _same(m1, m2) and _same(e1, e2)
+
+
+def test_a_plugin_calling_sys_exit_during_a_job_fails_that_job_only(host, tiny_config, tmp_path, monkeypatch):
+    """sys.exit inside a method is one job's failure, recorded like any exception: it neither ends the suite nor
+    sets the process's exit code (a plugin's sys.exit(0) used to end `scorebench run` with 0)."""
+    job = _suite(host, tiny_config).jobs[0]
+    tiny = host.registries["methods"].get("tiny")
+
+    def exiting_loss(self, model, batch, g):
+        raise SystemExit(0)
+
+    monkeypatch.setattr(tiny, "loss", exiting_loss)
+    res = run_job(host, job, tmp_path, progress=False)
+    rec = records.read_record(res.run_dir / "record.json")
+    assert res.status == rec["status"] == "failed" and rec["error"]["type"] == "SystemExit"
+
+
+def test_sampling_info_reaches_the_timings_as_gradient_evaluations(host, tiny_config, tmp_path):
+    """The gradient evaluations a sampler reports (energy models) sit beside NFE in the timings; 0 otherwise."""
+    job = _suite(host, tiny_config).jobs[0]
+    rec = records.read_record(run_job(host, job, tmp_path, progress=False).run_dir / "record.json")
+    assert rec["timings"]["grad_evals_per_sample"] == rec["sampling"].get("grad_evals", 0)

@@ -62,6 +62,9 @@ def sampling_protocol(rec: dict[str, Any]) -> dict[str, Any] | None:
     return {"protocol": proto} if proto is not None else None
 
 
+SAMPLING_COST_KEYS = ("batches", "nfe_mean", "grad_evals")
+
+
 def variant_config(rec: dict[str, Any]) -> dict[str, Any]:
     """What makes two runs of one method the same treatment: resolved method, backbone and training settings, and
     the sampling protocol where recorded (the budget is part of the protocol instead)."""
@@ -69,8 +72,11 @@ def variant_config(rec: dict[str, Any]) -> dict[str, Any]:
     train = {k: v for k, v in (cfg.get("train") or {}).items() if k not in TRAIN_KEYS_OUTSIDE_VARIANT}
     out = {"method": cfg.get("method") or {}, "backbone": cfg.get("backbone") or {}, "train": train}
     sampling = rec.get("sampling")
-    if isinstance(sampling, dict) and sampling:
-        out["sampling"] = sampling
+    if isinstance(sampling, dict):
+        # the protocol only: totals and batch counts follow n and the batch size, costs are columns of their own
+        protocol = {k: v for k, v in sampling.items() if k not in SAMPLING_COST_KEYS and not k.startswith("total_")}
+        if protocol:
+            out["sampling"] = protocol
     return out
 
 
