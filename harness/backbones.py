@@ -82,6 +82,18 @@ class EnergyModel(nn.Module):
         return -g
 
 
+def energy_score(energy: nn.Module, x: Tensor, c: Tensor | None = None, create_graph: bool = False) -> Tensor:
+    """−∇ₓE(x, c) for any scalar energy module E(x, c) -> [B]: `EnergyModel.score` where it is one (the call that
+    CUDA-graphed sampling replays, `harness.accel`), else by autograd (e.g. the exact energies of the tests)."""
+    if isinstance(energy, EnergyModel):
+        return energy.score(x, c, create_graph=create_graph)
+    with torch.enable_grad():
+        if not x.requires_grad:
+            x = x.detach().requires_grad_(True)
+        (g,) = torch.autograd.grad(energy(x, c).sum(), x, create_graph=create_graph)
+    return -g
+
+
 class BackboneFactory:
     """Builds instances of one registered backbone class with one configuration, for one data spec."""
 
@@ -93,8 +105,10 @@ class BackboneFactory:
     ) -> nn.Module:
         """A network on inputs of `in_shape` (default: the data's) with `out_channels` outputs (default: same)."""
         in_shape = tuple(in_shape or self.data_shape)
-        return self.cls(in_shape=in_shape, out_channels=out_channels or in_shape[0],
-                        conditional=conditional, **self.options)
+        net = self.cls(in_shape=in_shape, out_channels=out_channels or in_shape[0],
+                       conditional=conditional, **self.options)
+        net._scorebench_backbone = True  # a network sampler steps evaluate repeatedly (harness.accel CUDA graphs)
+        return net
 
     def energy(
         self, head: str = "norm", in_shape: tuple[int, ...] | None = None, conditional: bool = True

@@ -66,7 +66,12 @@ class TrainConfig:
     grad_clip: float = 1.0  # max global gradient norm (0: off)
     ema: float = 0.999  # EMA rate of the weights used for sampling (0: no EMA)
     checkpoint_every: int = 500  # steps between checkpoints (a checkpoint is also written at the end)
-    precision: str = "fp32"  # fp32 | bf16 (autocast of the loss on CUDA; fp32 master weights)
+    precision: str = "fp32"  # fp32 | bf16 (autocast of the loss; fp32 master weights)
+    log_every: int = 50  # steps between read-backs of the loss from the device (the only host-device syncs)
+    # execution options: each changes numerics a little (or compiles), so each is off unless asked for, and recorded
+    compile: bool = False  # torch.compile of the model (eager if compilation fails; the record says why)
+    channels_last: bool = False  # NHWC memory format for image models and batches
+    tf32: bool = False  # TensorFloat-32 matmuls and convolutions on CUDA (no effect on CPU)
 
     def __post_init__(self):
         _at_least("train.steps", self.steps, 0)
@@ -85,6 +90,7 @@ class TrainConfig:
         _at_least("train.checkpoint_every", self.checkpoint_every, 0, "(0: only at the end)")
         if self.precision not in PRECISIONS:
             raise ConfigError(did_you_mean("train.precision", self.precision, PRECISIONS))
+        _at_least("train.log_every", self.log_every, 1)
 
 
 @dataclass
@@ -93,11 +99,25 @@ class EvalConfig:
     sample_batch: int = 1000  # samples drawn per sampler call
     metrics: list[str] = field(default_factory=lambda: ["auto"])  # "auto": every applicable metric
     divergence_factor: float = 100.0  # samples beyond this many data ranges from the data mark divergence
+    cuda_graphs: bool = False  # replay the network evaluations of fixed-shape sampler steps as CUDA graphs (CUDA only)
 
     def __post_init__(self):
         _at_least("eval.n_samples", self.n_samples, 1)
         _at_least("eval.sample_batch", self.sample_batch, 1)
         _positive("eval.divergence_factor", self.divergence_factor)
+
+
+# settings added after records were first published: left out of a job's fingerprint (its run id) while they keep
+# their default, so a run id names the same job across versions; log_every never changes the maths at all
+FINGERPRINT_LATER = {"train": {"log_every": None, "compile": False, "channels_last": False, "tf32": False},
+                     "eval": {"cuda_graphs": False}}
+FINGERPRINT_NEVER = {"train": {"log_every"}, "eval": set()}
+
+
+def _fingerprint_section(section: str, values: dict[str, Any]) -> dict[str, Any]:
+    later = FINGERPRINT_LATER.get(section, {})
+    return {k: v for k, v in values.items()
+            if k not in FINGERPRINT_NEVER.get(section, set()) and not (k in later and v == later[k])}
 
 
 SECTIONS = {"suite": SuiteConfig, "train": TrainConfig, "eval": EvalConfig}
@@ -269,7 +289,8 @@ class Job:
         """What determines the job's result (the run id hashes it; `out`/`device` do not change the maths)."""
         return {
             "method": self.method, "dataset": self.dataset, "seed": self.seed,
-            "train": dataclasses.asdict(self.train), "eval": dataclasses.asdict(self.eval),
+            "train": _fingerprint_section("train", dataclasses.asdict(self.train)),
+            "eval": _fingerprint_section("eval", dataclasses.asdict(self.eval)),
             "method_options": self.method_options, "backbone_options": self.backbone_options,
             "metric_options": self.metric_options,
         }

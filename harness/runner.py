@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import inspect
+import math
 import os
 import shlex
 import sys
@@ -26,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from harness import records
+from harness import accel, records
 from harness.backbones import BackboneFactory, count_parameters
 from harness.config import Job, Suite
 from harness.datasets import Dataset
@@ -329,59 +330,152 @@ def ema_update(ema: nn.Module, model: nn.Module, rate: float) -> None:
 
 
 def train(job: Job, comp: Components, state: TrainState, data: torch.Tensor, device: torch.device,
-          ckpt_path: Path, progress: bool, on_checkpoint=None) -> None:
+          ckpt_path: Path, progress: bool, on_checkpoint=None, execution: dict[str, Any] | None = None) -> str:
     """Optimise until the step or seconds budget is spent, checkpointing every N steps and at the end
-    (`on_checkpoint(state)` after each checkpoint: the runner refreshes the record)."""
+    (`on_checkpoint(state)` after each checkpoint: the runner refreshes the record). Returns which budget stopped
+    training: "steps" or "seconds".
+
+    The loop never waits for the device inside a step: batches are drawn on the device from the device generator,
+    the loss and its finiteness stay on the device, and both are read back once per window of `train.log_every`
+    steps (and at the end of warm-up, at checkpoints and at the end), which is also the only synchronisation the
+    timing needs. A non-finite loss is found in the window read back, reported at the first step where it occurred,
+    and no checkpoint is written after it: checkpoints follow a clean read-back, and the weights are checked finite
+    before they are saved. The seconds budget is checked against the host clock at every step and settled exactly
+    at each read-back. `execution` (the record's entry) receives what `train.compile` actually did."""
     t = job.train
     total = t.steps if t.steps > 0 else None
     bar = _progress_bar(job, total, state.step, progress)
     model, method = comp.model, comp.method
+    nhwc = bool(execution and execution.get("channels_last", {}).get("used"))
+    compiling = bool(execution and execution.get("compile", {}).get("used"))
     model.train()
-    try:
-        while (total is None or state.step < total) and (t.seconds <= 0 or state.seconds < t.seconds):
-            _sync(device)
-            t0 = time.perf_counter()
-            idx = torch.randint(data.shape[0], (t.batch_size,), generator=state.generator, device=device)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=t.precision == "bf16"):
-                loss = method.loss(model, data[idx], state.generator).float()
-            if loss.dim() != 1 or loss.shape[0] != t.batch_size:
-                raise TypeError(f"method {job.method!r}: loss must be per-example with shape [{t.batch_size}], "
-                                f"got {tuple(loss.shape)}")
-            loss = loss.mean()
-            if not torch.isfinite(loss):
-                raise Diverged(state.step, f"loss is {loss.item()}")
-            state.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if t.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
-            state.optimizer.step()
-            state.scheduler.step()
-            if state.ema is not None:
-                ema_update(state.ema, model, t.ema)
-            _sync(device)
-            dt = time.perf_counter() - t0
-            state.step += 1
+    window: list[torch.Tensor] = []  # this window's losses, on the device
+    _sync(device)
+    w0 = time.perf_counter()
+
+    def flush(checkpoint: bool = False) -> None:
+        """Read the window's losses back (one synchronisation), settle its time, then checkpoint if due."""
+        nonlocal w0
+        if window:
+            values = torch.stack(window).tolist()
+            dt = time.perf_counter() - w0
+            first = state.step - len(window)
+            bad = next((i for i, v in enumerate(values) if not math.isfinite(v)), None)
+            if bad is not None:
+                raise Diverged(first + bad, f"loss is {values[bad]}")
             state.seconds += dt
-            if state.step > WARMUP_STEPS_EXCLUDED:
-                state.timed_steps += 1
+            if first >= WARMUP_STEPS_EXCLUDED:  # windows end at the warm-up's last step, never straddle it
+                state.timed_steps += len(values)
                 state.timed_seconds += dt
-            value = loss.item()
-            state.losses.append(value)
+            state.losses.extend(values)
+            window.clear()
             if bar is not None:
-                bar.update(1)
-                if state.step % 10 == 0:
-                    sps = state.timed_steps / state.timed_seconds if state.timed_seconds else float("nan")
-                    bar.set_postfix(loss=f"{value:.4g}", steps_s=f"{sps:.1f}")
-            if t.checkpoint_every > 0 and state.step % t.checkpoint_every == 0:
-                save_checkpoint(ckpt_path, state)
-                if on_checkpoint is not None:
-                    on_checkpoint(state)
+                sps = state.timed_steps / state.timed_seconds if state.timed_seconds else float("nan")
+                bar.set_postfix(loss=f"{values[-1]:.4g}", steps_s=f"{sps:.1f}")
+        if checkpoint:
+            _check_finite_weights(model, state.step)
+            save_checkpoint(ckpt_path, state)
+            if on_checkpoint is not None:
+                on_checkpoint(state)
+        _sync(device)
+        w0 = time.perf_counter()
+
+    def step() -> None:
+        idx = torch.randint(data.shape[0], (t.batch_size,), generator=state.generator, device=device)
+        batch = accel.batch_format(data[idx], nhwc)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=t.precision == "bf16"):
+            loss = method.loss(model, batch, state.generator).float()
+        if loss.dim() != 1 or loss.shape[0] != t.batch_size:
+            raise TypeError(f"method {job.method!r}: loss must be per-example with shape [{t.batch_size}], "
+                            f"got {tuple(loss.shape)}")
+        loss = loss.mean()
+        state.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if t.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
+        state.optimizer.step()
+        state.scheduler.step()
+        if state.ema is not None:
+            ema_update(state.ema, model, t.ema)
+        window.append(loss.detach())
+
+    try:
+        with accel.tf32(t.tf32):
+            while (total is None or state.step < total) and (
+                    t.seconds <= 0 or state.seconds + time.perf_counter() - w0 < t.seconds):
+                if compiling:  # the first compiled step: fall back to eager if torch.compile cannot take it
+                    compiling = False
+                    _compiled_first_step(step, model, state, execution["compile"])
+                else:
+                    step()
+                state.step += 1
+                if bar is not None:
+                    bar.update(1)
+                due = t.checkpoint_every > 0 and state.step % t.checkpoint_every == 0
+                if due or state.step % t.log_every == 0 or state.step == WARMUP_STEPS_EXCLUDED:
+                    flush(checkpoint=due)
+            flush()
     finally:
         if bar is not None:
             bar.close()
-    save_checkpoint(ckpt_path, state)
-    if on_checkpoint is not None:
-        on_checkpoint(state)
+    flush(checkpoint=True)
+    return "steps" if total is not None and state.step >= total else "seconds"
+
+
+def apply_execution_options(job: Job, comp: Components, state: TrainState, device: torch.device) -> dict[str, Any]:
+    """Apply train.channels_last and train.compile to the model (and channels_last to its EMA); return the record's
+    ``execution`` entry: precision, and for each option what was requested, what is used and why not."""
+    t = job.train
+    image = comp.dataset.kind == "image"
+    nhwc = t.channels_last and image
+    if nhwc:
+        for m in (state.model, state.ema):
+            if m is not None:
+                accel.channels_last(m, image)
+    if t.compile:
+        accel.compile_model(state.model)  # the EMA copy samples eagerly
+    cuda = device.type == "cuda"
+    return {
+        "precision": t.precision,
+        "compile": accel.option_entry(t.compile, t.compile, "torch.compile (inductor) of the trained model; the "
+                                      "EMA weights sample eagerly" if t.compile else ""),
+        "channels_last": accel.option_entry(t.channels_last, nhwc, "" if nhwc or not t.channels_last
+                                            else "vector data: no memory format to change"),
+        "tf32": accel.option_entry(t.tf32, t.tf32 and cuda, "" if cuda or not t.tf32
+                                   else f"TF32 is a CUDA option; no effect on {device.type}"),
+        "cuda_graphs": accel.option_entry(job.eval.cuda_graphs, False),
+    }
+
+
+def _compute_precision(job: Job, device: torch.device) -> str:
+    """The arithmetic the training matmuls ran in, for the MFU's peak: bf16, tf32 or fp32."""
+    if job.train.precision == "bf16":
+        return "bf16"
+    return "tf32" if job.train.tf32 and device.type == "cuda" else "fp32"
+
+
+def _check_finite_weights(model: nn.Module, step: int) -> None:
+    """Refuse to checkpoint non-finite weights (a gradient can overflow while the loss read back was finite)."""
+    finite = torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all()
+    if not bool(finite):
+        raise Diverged(step, "weights became non-finite (checkpoint not written)")
+
+
+def _compiled_first_step(step, model: nn.Module, state: TrainState, entry: dict[str, Any]) -> None:
+    """Run the first step through the compiled model; if compilation fails, restore the generator, drop the
+    compiled call and run the step eagerly, recording why (the weights are untouched: the failure comes before the
+    optimiser step)."""
+    saved = state.generator.get_state()
+    try:
+        step()
+    except Exception as exc:  # noqa: BLE001 - e.g. double backward, which torch.compile does not support
+        accel.uncompile_model(model)
+        state.optimizer.zero_grad(set_to_none=True)
+        state.generator.set_state(saved)
+        entry["used"] = False
+        first_line = (str(exc).strip().splitlines() or [""])[0][:300]
+        entry["note"] = f"torch.compile failed on the first step, trained eagerly: {type(exc).__name__}: {first_line}"
+        step()
 
 
 def _progress_bar(job: Job, total: int | None, initial: int, enabled: bool):
@@ -654,21 +748,30 @@ def run_job(host: PluginHost, job: Job, out: Path, *, resume: bool = False, prog
         if resume and ckpt_path.exists():
             state.restore(torch.load(ckpt_path, map_location=device, weights_only=False))
             rec["resumed_from_step"] = rec["checkpoint_step"] = state.step
-        data = comp.dataset.split("train")[0].to(device)
+        data = comp.dataset.split("train")[0].to(device)  # on the device for the whole run: no host round trip
+        # training FLOPs per step: FlopCounterMode on a copy of the eager model, a few examples, scaled to the batch
+        train_flops = T.train_flops(comp.method, comp.model, data, job.train.batch_size,
+                                    make_generator(job.seed, "flops/train", device))
+        rec["execution"] = execution = apply_execution_options(job, comp, state, device)
+        writer.save(rec)
         T.reset_peak_memory(device)
         current = "training"
         with phase("training"):
-            train(job, comp, state, data, device, ckpt_path, progress, on_checkpoint=checkpointed)
+            stopped_by = train(job, comp, state, data, device, ckpt_path, progress, on_checkpoint=checkpointed,
+                               execution=execution)
         train_peak = T.peak_memory(device)
         rec["artifacts"]["checkpoint"] = CHECKPOINT
-        rec["train"] = {"steps": state.step, "final_loss": state.losses[-1] if state.losses else None,
+        rec["train"] = {"steps": state.step, "seconds": state.seconds, "stopped_by": stopped_by,
+                        "final_loss": state.losses[-1] if state.losses else None,
                         "loss_curve": _thin(state.losses, 200)}
         writer.save(rec)
         sample_model = state.ema if state.ema is not None else state.model
         T.reset_peak_memory(device)
         current = "sampling"
-        with phase(f"sampling {job.eval.n_samples}"):
+        with phase(f"sampling {job.eval.n_samples}"), \
+                accel.cuda_graph_sampling(sample_model, job.eval.cuda_graphs, device) as graphs:
             samples, nfe, sample_s, rec["sampling"] = draw_samples(job, comp, sample_model, device)
+        execution["cuda_graphs"] = graphs
         sample_peak = T.peak_memory(device)
         timings = {
             "train_seconds": state.seconds, "train_steps": state.step,
@@ -687,6 +790,9 @@ def run_job(host: PluginHost, job: Job, out: Path, *, resume: bool = False, prog
         }
         # sampling GFLOPs per sample (FlopCounterMode on 2 samples of the shortened sampler, scaled), own stream
         timings.update(T.sample_flops(comp.method, sample_model, make_generator(job.seed, "flops", device), nfe))
+        timings.update(train_flops)
+        timings.update(T.training_compute(train_flops.get("train_gflops_per_step"), state.step,
+                                          timings["steps_per_second"], device, _compute_precision(job, device)))
         rec["timings"], rec["nfe"] = timings, nfe
         with phase("saving samples"):
             rec["artifacts"].update(save_samples(run_dir, comp.dataset, samples))
@@ -694,8 +800,11 @@ def run_job(host: PluginHost, job: Job, out: Path, *, resume: bool = False, prog
         check_samples(job, samples, comp.dataset.spec, state.step)
         current = "metrics"
         ctx_artifacts: dict[str, str] = {}
-        metrics, errors = evaluate(host, job, comp, sample_model, samples, nfe, device, timings,
-                                   out / ".cache", run_dir, ctx_artifacts)
+        with accel.cuda_graph_sampling(sample_model, job.eval.cuda_graphs, device) as graphs:  # the chains too
+            metrics, errors = evaluate(host, job, comp, sample_model, samples, nfe, device, timings,
+                                       out / ".cache", run_dir, ctx_artifacts)
+        for key in ("graphs", "replays"):
+            execution["cuda_graphs"][key] = execution["cuda_graphs"].get(key, 0) + graphs.get(key, 0)
         rec["metrics"], rec["metric_errors"] = metrics, errors
         rec["artifacts"].update(ctx_artifacts)
         rec["status"] = "ok"

@@ -43,6 +43,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from harness.backbones import energy_score
 from harness.errors import ConfigError, did_you_mean
 from harness.hookspecs import hookimpl
 from harness.method import Chain, Method, MethodConfig, SampleResult, expand_as_batch, randn
@@ -59,10 +60,7 @@ SPACINGS: dict[str, Callable[[float, float, int], Tensor]] = {
 
 def energy_grad(model: nn.Module, x: Tensor, create_graph: bool = False) -> Tensor:
     """∇ₓE(x) for an energy model E(x, c=None) -> [B]; with respect to x only (no parameter gradients)."""
-    with torch.enable_grad():
-        x = x.detach().requires_grad_(True) if not x.requires_grad else x
-        (g,) = torch.autograd.grad(model(x, None).sum(), x, create_graph=create_graph)
-    return g
+    return -energy_score(model, x, None, create_graph)
 
 
 def annealing_schedule(t_max: float, hot_steps: int, cool_steps: int, final_steps: int) -> Tensor:

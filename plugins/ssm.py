@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from harness.backbones import energy_score
 from harness.errors import ConfigError, did_you_mean
 from harness.hookspecs import hookimpl
 from harness.method import Chain, Method, MethodConfig, SampleResult, expand_as_batch, rand, randn
@@ -95,11 +96,9 @@ class EnergyScoreModel(nn.Module):
         return self.energy_net(x, c) / sigma**2
 
     def score(self, x: Tensor, sigma: Tensor, create_graph: bool = False) -> Tensor:
-        with torch.enable_grad():
-            if not x.requires_grad:
-                x = x.detach().requires_grad_(True)
-            (g,) = torch.autograd.grad(self.energy(x, sigma).sum(), x, create_graph=create_graph)
-        return -g
+        """−∇ₓE(x, σ) = −∇ₓE_head(x, log σ)/σ²: one energy score call."""
+        c = sigma.log() if self.conditional else None
+        return energy_score(self.energy_net, x, c, create_graph) / expand_as_batch(sigma**2, x)
 
     def fd_directional(self, x: Tensor, sigma: Tensor, v: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
         """From three energies, no gradient in x (Pang et al. 2020): vᵀ∇s v = −vᵀ∇²E v ≈ −(E₊ − 2E₀ + E₋)/h²,

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from harness.backbones import energy_score
 from harness.errors import ConfigError, did_you_mean
 from harness.hookspecs import hookimpl
 from harness.method import Chain, Method, MethodConfig, SampleResult, rand, randn
@@ -161,11 +162,10 @@ class MEM(MDensityModel):
         return self.in_scale**2 / self.sigma**2 * self.energy(stack_measurements(y) / self.in_scale, None)
 
     def score(self, y: Tensor, create_graph: bool = False) -> Tensor:
-        with torch.enable_grad():
-            if not y.requires_grad:
-                y = y.detach().requires_grad_(True)
-            (g,) = torch.autograd.grad(self.free_energy(y).sum(), y, create_graph=create_graph)
-        return -g
+        """−∇_y f(y) = −(a/σ²) ∇E(z) at z = stack(y)/a, unstacked: one energy score call."""
+        z = stack_measurements(y) / self.in_scale
+        s = energy_score(self.energy, z, None, create_graph)
+        return unstack_measurements(s, self.M) * (self.in_scale / self.sigma**2)
 
     def estimates(self, y: Tensor, create_graph: bool = False) -> Tensor:
         return y + self.sigma**2 * self.score(y, create_graph)

@@ -75,7 +75,7 @@ def make_fake_plugin():
     class TinyConfig(MethodConfig):
         sigma: float = 0.5
         steps: int = 20
-        nan_after: int = -1  # make the loss NaN from this step on (divergence tests)
+        nan_after: int = -1  # NaN loss after this many evaluations (the first is the runner's FLOPs count)
 
     class TinyChain(Chain):
         stationary = True

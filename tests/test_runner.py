@@ -52,7 +52,9 @@ def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(host, tiny_co
 
     def crashing_loss(self, model, batch, g):
         calls["n"] += 1
-        if calls["n"] == 8:  # after the step-5 checkpoint, before the end
+        # call 1 is the training-FLOPs count (on a copy of the model); call 9 is step 8: after the step-5
+        # checkpoint, before the end
+        if calls["n"] == 9:
             raise KeyboardInterrupt
         return original(self, model, batch, g)
 
@@ -79,10 +81,13 @@ def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(host, tiny_co
 
 
 def test_nan_loss_marks_the_job_diverged_with_its_step(host, tiny_config, tmp_path):
-    job = _suite(host, tiny_config, "methods.tiny.nan_after=3").jobs[0]
+    # evaluation 1 counts FLOPs; evaluations 2-4 are steps 0-2; step 3 (read back at the end of warm-up, step 5)
+    # is the first NaN, and no checkpoint holds the weights it produced
+    job = _suite(host, tiny_config, "methods.tiny.nan_after=4").jobs[0]
     out = run_job(host, job, tmp_path, progress=False)
     rec = records.read_record(out.run_dir / "record.json")
     assert rec["status"] == "diverged" and rec["error"]["step"] == 3
+    assert rec["checkpoint_step"] is None and not (out.run_dir / "checkpoint.pt").exists()
     assert "loss is nan" in rec["error"]["message"]
 
 

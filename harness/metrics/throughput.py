@@ -223,3 +223,89 @@ def sample_flops(method, model: nn.Module, generator: torch.Generator, nfe_per_s
     how = (f"{FLOPS_COUNTED}; {drawn} samples from the sampler scaled by {factor:.4g} ({res.nfe} NFE per sample, "
            f"{evals} evaluations, {flops} FLOPs), scaled linearly to the run's {nfe_per_sample} NFE per sample")
     return {"sample_gflops_per_sample": per_eval * nfe_per_sample / 1e9, "flops_method": how}
+
+
+TRAIN_FLOPS_BATCH = 4  # examples under the counter; a training step's FLOPs are linear in the batch size
+
+
+def train_flops(method, model: nn.Module, data: torch.Tensor, batch_size: int, generator: torch.Generator,
+                n: int = TRAIN_FLOPS_BATCH) -> dict[str, Any]:
+    """Training GFLOPs per optimiser step, measured rather than assumed: `method.loss` on `n` examples of `data`
+    and its backward pass (the double backward of energy models' training included) run under `count_flops` on a
+    copy of `model` (the run's weights, gradients and generators are untouched), scaled by batch_size / n. The
+    optimiser's elementwise update is not counted (FlopCounterMode counts matmuls, convolutions and attention).
+    Returns ``train_gflops_per_step`` (None when counting failed) and ``train_flops_method``."""
+    import copy
+
+    n = max(1, min(n, batch_size, data.shape[0]))
+    idx = torch.randint(data.shape[0], (n,), generator=generator, device=generator.device)
+    probe = copy.deepcopy(model)
+    probe.train()
+
+    def step():
+        method.loss(probe, data[idx], generator).float().mean().backward()
+
+    try:
+        _, flops = count_flops(step)
+    except Exception as exc:  # noqa: BLE001 - an op the counter cannot trace must not fail the run
+        return {"train_gflops_per_step": None,
+                "train_flops_method": f"FlopCounterMode failed: {type(exc).__name__}: {exc}"}
+    how = (f"{FLOPS_COUNTED}; loss and backward on {n} examples ({flops} FLOPs), scaled linearly to the batch of "
+           f"{batch_size}; the optimiser update is not counted")
+    return {"train_gflops_per_step": flops / n * batch_size / 1e9, "train_flops_method": how}
+
+
+# peak dense (no structured sparsity) tensor throughput in TFLOP/s by precision, from NVIDIA's data sheets:
+# "NVIDIA H100 Tensor Core GPU" (H100 SXM5 and PCIe, 2023), "NVIDIA H200 Tensor Core GPU" (H200 SXM, 2024),
+# "NVIDIA A100 Tensor Core GPU" (A100 SXM4 and PCIe, 2021). The data sheets print the sparse figures for bf16 and
+# tf32; these are half of them. fp32 is the non-tensor-core peak.
+PEAK_TFLOPS: dict[str, dict[str, float]] = {
+    "H200 SXM": {"bf16": 989.4, "tf32": 494.7, "fp32": 66.9},
+    "H100 SXM": {"bf16": 989.4, "tf32": 494.7, "fp32": 66.9},
+    "H100 PCIe": {"bf16": 756.0, "tf32": 378.0, "fp32": 51.2},
+    "A100": {"bf16": 312.0, "tf32": 156.0, "fp32": 19.5},
+}
+PEAK_SOURCE = "NVIDIA data sheets (H100 2023, H200 2024, A100 2021), dense peaks"
+
+
+def device_peak_key(name: str) -> str | None:
+    """The `PEAK_TFLOPS` entry of a CUDA device name (torch.cuda.get_device_name), or None when not in the table
+    (H200 NVL and H100 NVL, whose peaks differ, are not guessed)."""
+    up = name.upper()
+    if "NVL" in up:
+        return None
+    if "H200" in up:
+        return "H200 SXM"
+    if "H100" in up:
+        return "H100 PCIe" if "PCIE" in up else "H100 SXM"
+    if "A100" in up:
+        return "A100"
+    return None
+
+
+def training_compute(gflops_per_step: float | None, steps: int, steps_per_second: float | None,
+                     device: torch.device | str, precision: str) -> dict[str, Any]:
+    """Training compute of a run: total PFLOPs (hardware-independent), achieved TFLOP/s, and the model FLOPs
+    utilisation (achieved / the device's peak for `precision`: bf16, tf32 or fp32) where the device's peak is known
+    (`PEAK_TFLOPS`); else ``mfu`` is None and ``mfu_note`` says why."""
+    out: dict[str, Any] = {"train_pflops": None, "train_tflops_per_second": None, "mfu": None, "mfu_note": ""}
+    if gflops_per_step is None:
+        out["mfu_note"] = "training FLOPs unknown"
+        return out
+    out["train_pflops"] = gflops_per_step * steps / 1e6
+    if steps_per_second:
+        out["train_tflops_per_second"] = gflops_per_step * steps_per_second / 1e3
+    device = torch.device(device)
+    if device.type != "cuda":
+        out["mfu_note"] = f"no peak FLOP/s table for {device.type}"
+        return out
+    name = torch.cuda.get_device_name(device)
+    key = device_peak_key(name)
+    if key is None:
+        out["mfu_note"] = f"no peak known for {name!r} (table: {', '.join(PEAK_TFLOPS)})"
+        return out
+    peak = PEAK_TFLOPS[key][precision]
+    out["mfu_peak"] = {"device": name, "entry": key, "precision": precision, "tflops": peak, "source": PEAK_SOURCE}
+    if out["train_tflops_per_second"] is not None:
+        out["mfu"] = out["train_tflops_per_second"] / peak
+    return out
