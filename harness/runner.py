@@ -243,6 +243,12 @@ def validate_suite(host: PluginHost, suite: Suite) -> None:
             if unknown:
                 raise ConfigError(f"{suite.source}: [metrics.{mname}]: unknown option(s) {unknown}; valid: "
                                   f"{', '.join(sorted(metric.options)) or '(none)'}")
+            check_values = getattr(metric, "check_options", None)
+            if check_values is not None:  # values too, before anything trains (e.g. fid_* reference = "tran")
+                try:
+                    check_values(opts)
+                except ConfigError as exc:
+                    raise ConfigError(f"{suite.source}: {exc}") from None
         for mname in job.eval.metrics:
             if mname != "auto":
                 regs["metrics"].entry(mname)

@@ -162,6 +162,12 @@ def compute_nll(ctx: EvalContext) -> MetricValue:
 
 # images ------------------------------------------------------------------------------------------------------
 
+def _fid_options(metric: str, options: dict[str, Any]) -> dict[str, Any]:
+    from harness.metrics import fid
+
+    return fid.fid_options(metric, {k: v for k, v in options.items() if k in ("n", "reference", "batch_size")})
+
+
 def _has_labels(ctx: EvalContext) -> bool:
     return ctx.dataset.split("train")[1] is not None
 
@@ -169,11 +175,12 @@ def _has_labels(ctx: EvalContext) -> bool:
 def compute_fid_cnn(ctx: EvalContext) -> dict[str, MetricValue] | None:
     from harness.metrics import fid
 
+    opts = fid.fid_options("fid_cnn", ctx.options)  # n, reference ("test" | "train"), batch_size
     if not _has_labels(ctx) and not ctx.requested:
         return None  # no labels, no classifier: nothing to compute under "auto"
     space = fid.cnn_space(ctx.dataset)
     out = fid.image_fidelity(ctx.dataset, ctx.samples, space, cache_root=ctx.cache_dir / "fidelity",
-                             cuda=ctx.device.type == "cuda", n=_opt(ctx, "n", None), generator=ctx.generator)
+                             cuda=ctx.device.type == "cuda", generator=ctx.generator, **opts)
     return {k: _mv(v) for k, v in out.items()}
 
 
@@ -188,12 +195,13 @@ def inception_enabled(ctx: EvalContext) -> bool:
 def compute_fid_inception(ctx: EvalContext) -> dict[str, MetricValue] | None:
     from harness.metrics import fid
 
+    opts = fid.fid_options("fid_inception", ctx.options)  # n, reference ("test" | "train"), batch_size
     if not inception_enabled(ctx):
         return None
     space = fid.inception_space()
     out = {k: _mv(v) for k, v in fid.image_fidelity(
         ctx.dataset, ctx.samples, space, cache_root=ctx.cache_dir / "fidelity", cuda=ctx.device.type == "cuda",
-        n=_opt(ctx, "n", None), isc=bool(_opt(ctx, "inception_score", True)), generator=ctx.generator).items()}
+        isc=bool(_opt(ctx, "inception_score", True)), generator=ctx.generator, **opts).items()}
     reason = fid.inception_score_unavailable_reason()
     if reason:
         out["fid_inception"].details["inception_score"] = reason
@@ -429,9 +437,12 @@ METRICS = (
     Metric("nll", "Mean negative log-likelihood (nats) of test points; floor: the exact target's",
            False, BOTH, compute_nll, frozenset({"likelihood"}), options=frozenset({"n", "batch"})),
     Metric("fid_cnn", "FID/KID/precision/recall in the data set's own CNN classifier feature space",
-           False, IMAGE, compute_fid_cnn, options=frozenset({"n"})),
+           False, IMAGE, compute_fid_cnn, options=frozenset({"n", "reference", "batch_size"}),
+           check_options=lambda o: _fid_options("fid_cnn", o)),
     Metric("fid_inception", "FID/KID/precision/recall (Inception-v3, torch-fidelity); default on CUDA or by name",
-           False, IMAGE, compute_fid_inception, options=frozenset({"enabled", "n", "inception_score"})),
+           False, IMAGE, compute_fid_inception,
+           options=frozenset({"enabled", "n", "inception_score", "reference", "batch_size"}),
+           check_options=lambda o: _fid_options("fid_inception", o)),
     Metric("class_kl", "KL(data class histogram ‖ samples' predicted class histogram), domain classifier",
            False, IMAGE, compute_class_kl, options=frozenset(())),
     Metric("nfe_curve", "Quality (MMD² or FID_cnn) against NFE: the sampler rerun at fractions of its length; "

@@ -299,6 +299,163 @@ def test_fid_inception_is_off_under_auto_on_cpu(host, digits, tmp_path):
     assert metric.compute(ctx) is None
 
 
+# float64 statistics, batch-size independence, reference split -----------------------------------------------------
+
+def _features(n: int, d: int, offset: float, seed: int) -> torch.Tensor:
+    """float32 features [n, d] (the extractors' dtype): correlated Gaussian rows around a common offset."""
+    g = torch.Generator().manual_seed(seed)
+    mix = torch.randn(d, d, generator=g, dtype=torch.float64) / d**0.5
+    return (offset + torch.randn(n, d, generator=g, dtype=torch.float64) @ mix).to(torch.float32)
+
+
+def _exact(features: torch.Tensor) -> dict:
+    """Two-pass float64 statistics (the reference): numpy mean and numpy.cov of the float64 features."""
+    import numpy as np
+
+    x = features.double().numpy()
+    return {"mu": x.mean(0), "sigma": np.cov(x, rowvar=False)}
+
+
+def _frechet(a: dict, b: dict) -> float:
+    from torch_fidelity.metric_fid import fid_statistics_to_metric
+
+    return fid_statistics_to_metric(a, b, False)["frechet_inception_distance"]
+
+
+def test_gaussian_stats_do_not_depend_on_batching_and_equal_two_pass_float64():
+    """The same features in batches of 50, 500 and all at once: the same float64 mean and covariance as the
+    two-pass float64 statistics, and the same FID. A large common offset (1000 against unit spread) makes float32
+    accumulation or raw sums of squares lose every digit of the covariance, so those would fail here."""
+    f1, f2 = _features(2000, 48, 1000.0, 0), _features(1500, 48, 1000.1, 1)
+    exact1, exact2 = _exact(f1), _exact(f2)
+    want = _frechet(exact1, exact2)
+    assert want > 1.0
+    fids = []
+    for bs in (50, 500, 2000):
+        s1, s2 = F.GaussianStats.from_features(f1, bs), F.GaussianStats.from_features(f2, bs)
+        assert s1.count == 2000 and s1.mean.dtype == s1.cov.dtype == torch.float64
+        for s, exact in ((s1, exact1), (s2, exact2)):
+            torch.testing.assert_close(s.mean, torch.from_numpy(exact["mu"]), rtol=1e-12, atol=0)
+            torch.testing.assert_close(s.cov, torch.from_numpy(exact["sigma"]), rtol=1e-9, atol=1e-12)
+        fids.append(_frechet(s1.fidelity_statistics(), s2.fidelity_statistics()))
+    assert fids == pytest.approx([want] * 3, rel=1e-9)
+    assert max(fids) - min(fids) <= 1e-6 * want
+    # merging accumulators (e.g. per device or per process) is the same as one pass
+    merged = F.GaussianStats.from_features(f1[:700], 64).merge(F.GaussianStats.from_features(f1[700:], 128))
+    torch.testing.assert_close(merged.cov, torch.from_numpy(exact1["sigma"]), rtol=1e-9, atol=1e-12)
+    # the cache round trip keeps every bit
+    again = F.GaussianStats.from_state(s1.state_dict())
+    assert again.count == s1.count and torch.equal(again.cov, s1.cov)
+
+
+def test_gaussian_stats_equal_torch_fidelity_statistics_and_fid():
+    """Against the reference library: torch-fidelity's `fid_features_to_statistics` (numpy.cov in float64, an
+    unbiased covariance; a float32 mean) and its FID on the same features."""
+    import numpy as np
+    from torch_fidelity.metric_fid import fid_features_to_statistics
+
+    f1, f2 = _features(600, 32, 0.3, 2), _features(400, 32, 0.0, 3)
+    t1, t2 = fid_features_to_statistics(f1), fid_features_to_statistics(f2)
+    s1, s2 = F.GaussianStats.from_features(f1, 64), F.GaussianStats.from_features(f2, 64)
+    assert t1["sigma"].dtype == np.float64 and s1.fidelity_statistics()["sigma"].dtype == np.float64
+    np.testing.assert_allclose(s1.fidelity_statistics()["sigma"], t1["sigma"], rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(s2.fidelity_statistics()["sigma"], t2["sigma"], rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(s1.fidelity_statistics()["mu"], t1["mu"], rtol=1e-6, atol=1e-7)  # theirs: float32
+    want = _frechet({k: v.astype(np.float64) for k, v in t1.items()}, {k: v.astype(np.float64) for k, v in t2.items()})
+    assert _frechet(s1.fidelity_statistics(), s2.fidelity_statistics()) == pytest.approx(want, rel=1e-6)
+    with pytest.raises(ValueError, match="at least 2"):
+        _ = F.GaussianStats.from_features(f1[:1]).cov
+
+
+def test_same_images_in_batches_of_50_and_500_give_the_same_fid_as_torch_fidelity(digits, cnn):
+    """The same images through the extractor in batches of 50 and of 500: the same FID to 1e-6 relative, and the
+    same FID and KID as `torch_fidelity.calculate_metrics` over the same in-memory images (reference library).
+    Our extraction loop gives torch-fidelity's features bit for bit; model-space samples converted to uint8 batch
+    by batch give the features of the whole set converted at once."""
+    import torch_fidelity
+    from torch_fidelity.utils import extract_featuresdict_from_input_id
+
+    x = digits.split("train")[0]
+    gen, ref = digits.to_uint8(x[:1000]), digits.to_uint8(x[1000:])
+    fids = {bs: F.fidelity(gen, ref, cnn, kid=False, prc=False, batch_size=bs)["frechet_inception_distance"]
+            for bs in (50, 500)}
+    assert fids[50] > 1.0 and fids[50] == pytest.approx(fids[500], rel=1e-6)
+    theirs = torch_fidelity.calculate_metrics(
+        input1=F.UInt8Images(gen), input2=F.UInt8Images(ref), cuda=False, fid=True, kid=True, kid_subset_size=497,
+        feature_extractor=cnn.extractor, feature_extractor_weights_path=cnn.weights_path, cache=False,
+        verbose=False, save_cpu_ram=True)
+    ours = F.fidelity(gen, ref, cnn, prc=False, batch_size=500)
+    assert ours["frechet_inception_distance"] == pytest.approx(theirs["frechet_inception_distance"], rel=1e-6)
+    assert ours["kernel_inception_distance_mean"] == pytest.approx(theirs["kernel_inception_distance_mean"],
+                                                                   rel=1e-6)
+    kwargs = F._fidelity_kwargs(cnn, 1000, 1000, cuda=False, cache_root=None, kid=False, prc=False, isc=False,
+                                kid_subsets=10, batch_size=50)
+    ext = F.make_extractor(kwargs)
+    feats, stats = F.extract_features(gen, ext, kwargs, None)
+    tf = extract_featuresdict_from_input_id(1, ext, **{**kwargs, "input1": F.UInt8Images(gen)})
+    assert torch.equal(feats["features"], tf["features"])
+    from_float, _ = F.extract_features(x[:1000], ext, {**kwargs, "batch_size": 300}, None, to_uint8=digits.to_uint8)
+    assert torch.equal(from_float["features"], feats["features"])
+    assert stats.count == 1000
+
+
+def test_fid_cnn_options_reference_train_floor_at_largest_n_and_batch_size(host, digits, cnn, tmp_path):
+    """reference = "train" with n = 600: the floor split (test) has 300 images, so the floor compares 300 test
+    images with the first 300 of the train reference subset (which are its 300-subset) and says so; the registered
+    metric gives the same values with extraction batches of 50 and 500 (separate caches), and again from the cache."""
+    metric = host.registries["metrics"].get("fid_cnn")
+    samples = digits.split("train")[0][-600:]
+    outs = {}
+    for bs in (50, 500):
+        ctx = ctx_for(digits, samples, tmp_path / f"bs{bs}", options={"reference": "train", "batch_size": bs})
+        outs[bs] = metric.compute(ctx)
+    for name in ("fid_cnn", "kid_cnn", "precision_cnn", "recall_cnn"):
+        assert outs[50][name].value == pytest.approx(outs[500][name].value, rel=1e-6), name
+        assert outs[50][name].floor == pytest.approx(outs[500][name].floor, rel=1e-6), name
+    fid = outs[50]["fid_cnn"]
+    p = fid.protocol
+    assert p["n"] == 600 and p["reference"]["split"] == "train"
+    assert p["floor"]["split"] == "test" and p["floor"]["n"] == 300 and p["floor"]["vs"] == "train"
+    assert "300" in p["floor"]["reduced"] and fid.details["batch_size"] == 50
+    assert torch.equal(F.reference_images(digits, "train", 300), F.reference_images(digits, "train", 600)[:300])
+    want_floor = F.fidelity(F.reference_images(digits, "test", 300), F.reference_images(digits, "train", 300), cnn,
+                            kid=False, prc=False)["frechet_inception_distance"]
+    assert fid.floor == pytest.approx(want_floor, rel=1e-9)
+    want_value = F.fidelity(digits.to_uint8(samples), F.reference_images(digits, "train", 600), cnn,
+                            kid=False, prc=False)["frechet_inception_distance"]
+    assert fid.value == pytest.approx(want_value, rel=1e-9)
+    cache = tmp_path / "bs50" / "fidelity"
+    assert list(cache.glob("scorebench-digits8-train-n600-*-features-features.pt"))
+    assert list(cache.glob("scorebench-digits8-train-n600-*-stat64-fid-features.pt"))
+    assert list(cache.glob("scorebench-digits8-test-n300-*-stat64-fid-features.pt"))
+    hit = metric.compute(ctx_for(digits, samples, tmp_path / "bs50", options={"reference": "train",
+                                                                               "batch_size": 50}))
+    assert hit["fid_cnn"].value == fid.value and hit["fid_cnn"].floor == fid.floor
+    # the default reference is still the test split, floor from train at the same n
+    default = metric.compute(ctx_for(digits, samples[:200], tmp_path / "default"))["fid_cnn"].protocol
+    assert default["reference"]["split"] == "test" and default["floor"]["split"] == "train"
+    assert default["floor"]["n"] == default["n"] == 200 and "reduced" not in default["floor"]
+    assert p["reference"]["cache_key"] != default["reference"]["cache_key"]
+
+
+@pytest.mark.parametrize("name", ["fid_cnn", "fid_inception"])
+@pytest.mark.parametrize("options, match", [
+    ({"reference": "val"}, r"reference = 'val' is not valid; valid: 'test', 'train'"),
+    ({"n": 0}, r"n = 0 is not valid; valid: a positive integer"),
+    ({"batch_size": "64"}, r"batch_size = '64' is not valid; valid: a positive integer"),
+])
+def test_fid_option_values_are_checked(host, digits, tmp_path, name, options, match):
+    """A bad value is a clear error naming the metric, the option and what is valid, even where fid_inception
+    would be skipped (CPU, "auto")."""
+    from harness.errors import ConfigError
+
+    metric = host.registries["metrics"].get(name)
+    assert {"n", "reference", "batch_size"} <= metric.options
+    ctx = ctx_for(digits, digits.split("train")[0][:8], tmp_path, options=options)
+    with pytest.raises(ConfigError, match=rf"\[metrics\.{name}\] {match}"):
+        metric.compute(ctx)
+
+
 # Inception ----------------------------------------------------------------------------------------------------------
 
 def _need_fid_helper():

@@ -150,3 +150,15 @@ def test_intact_fake_cifar_passes(host, tiny_config, fake_cifar):
     root, test_file = fake_cifar
     D.CIFAR10_BIN_MD5["test_batch.bin"] = hashlib.md5(test_file.read_bytes()).hexdigest()
     validate_suite(host, _suite(tiny_config, "suite.datasets=['cifar10']", f"suite.data_root='{root}'"))
+
+
+def test_a_bad_fid_option_value_is_refused_before_anything_trains(host, tmp_path):
+    from harness.config import resolve_suite
+    from harness.errors import ConfigError
+    from harness.runner import validate_suite
+
+    raw = {"suite": {"methods": ["dsm"], "datasets": ["digits"], "device": "cpu"},
+           "metrics": {"fid_cnn": {"reference": "tran"}}}
+    suite = resolve_suite(raw, "bad.toml", all_methods=host.registries["methods"].names())
+    with pytest.raises(ConfigError, match=r"bad.toml.*fid_cnn.*reference = 'tran'.*'test', 'train'"):
+        validate_suite(host, suite)

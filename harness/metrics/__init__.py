@@ -82,6 +82,8 @@ class Metric:
     compute: Callable[[EvalContext], MetricValue | dict[str, MetricValue]]
     requires: frozenset[str] = frozenset()  # capabilities that must all be present
     options: frozenset[str] | None = None  # the [metrics.<name>] keys it reads; None: not checked
+    # checks the values of [metrics.<name>] before any job runs (raises ConfigError naming key, value, what is valid)
+    check_options: Callable[[dict[str, Any]], Any] | None = None
 
     def __post_init__(self):
         if not self.applies_to <= DATA_KINDS or not self.requires <= CAPABILITIES:
