@@ -212,6 +212,7 @@ class Point:
     yerr: float  # 95% half-width: over seeds (t), or 1.96 × the recorded standard error with one seed
     err_kind: str  # "ci" | "se" | ""
     train_seconds: float
+    train_pflops: float
     nfe: float
     gflops: float
     unit: str
@@ -263,6 +264,7 @@ def frontier_groups(ds: str, records: list[dict[str, Any]], runs: pd.DataFrame, 
             t = [r.get("timings") or {} for r in recs]
             pts.append(Point(
                 labels[(method, variant)], y, err, kind, _mean([lb.to_number(x.get("train_seconds")) for x in t]),
+                _mean([lb.to_number(x.get("train_pflops")) for x in t]),
                 _mean([lb.to_number(r.get("nfe")) for r in recs]),
                 _mean([lb.to_number(x.get("sample_gflops_per_sample")) for x in t]), nfe_unit(recs[0]),
                 any(is_lower_bound(m) for m in entries)))
@@ -275,12 +277,16 @@ def frontier_groups(ds: str, records: list[dict[str, Any]], runs: pd.DataFrame, 
 
 def tradeoff_section(page: Page, ds: str, records: list[dict[str, Any]], runs: pd.DataFrame, values: pd.DataFrame,
                      metric: str | None) -> str:
-    """Quality against training seconds, NFE per sample and sampling GFLOPs per sample (where recorded), mean ±
+    """Quality against training seconds, training PFLOPs, NFE per sample and sampling GFLOPs per sample (FLOPs where
+    recorded), mean ±
     95% interval, Pareto front marked; bounds (open markers) never join the front."""
     chosen, groups = frontier_groups(ds, records, runs, values, metric)
     parts = []
     for i, (title, hib, pts) in enumerate(groups):
-        axes_spec = [("train_seconds", "training time (s)"), ("nfe", NFE_AXIS)]
+        axes_spec = [("train_seconds", "training time (s)")]
+        if any(math.isfinite(p.train_pflops) for p in pts):  # hardware-independent training compute
+            axes_spec.append(("train_pflops", "training PFLOPs"))
+        axes_spec.append(("nfe", NFE_AXIS))
         if any(math.isfinite(p.gflops) for p in pts):
             axes_spec.append(("gflops", "sampling GFLOPs per sample"))
         plt = _pyplot()
@@ -316,8 +322,12 @@ def tradeoff_section(page: Page, ds: str, records: list[dict[str, Any]], runs: p
         kinds = {p.err_kind for p in pts}
         bars = ("95% t interval over seeds" if kinds == {"ci"} else "95% interval: over seeds where there are "
                 "several, else ± 1.96 × the evaluation's standard error" if kinds - {""} else "no interval recorded")
-        gflops = ("; GFLOPs: the sampler's floating-point work per sample as recorded" if len(axes_spec) == 3
+        has = {a for a, _ in axes_spec}
+        gflops = ("; GFLOPs: the sampler's floating-point work per sample as recorded" if "gflops" in has
                   else "; no sampling FLOPs recorded on this data set")
+        if "train_pflops" in has:
+            gflops += ("; PFLOPs: training's floating-point work (FlopCounterMode per step × steps), the same on "
+                       "any hardware")
         parts.append(f"<figure>{page.img(rel, 'quality against time, NFE and FLOPs: ' + title, 300 * len(axes_spec))}"
                      f"<figcaption>{e(title)}: mean, bars {e(bars)}; stars on the red line are Pareto-optimal (no "
                      f"variant is both cheaper and better); open markers are bounds{e(gflops)}. One NFE is one "

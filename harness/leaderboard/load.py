@@ -124,7 +124,7 @@ def dedupe(recs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]
 
 RUN_COLS = ["run_id", "path", "method", "dataset", "seed", "status", "variant", "variant_config", "budget", "error",
             "nfe", "train_seconds", "params", "metric_errors", "train_steps", "steps_per_second", "sample_seconds",
-            "gflops_per_sample", "grad_evals_per_sample", "sampling"]
+            "gflops_per_sample", "grad_evals_per_sample", "sampling", "train_pflops", "mfu"]
 VAL_COLS = ["run_id", "method", "dataset", "seed", "variant", "budget", "metric", "value", "higher_is_better",
             "floor", "protocol", "protocol_key", "reliable", "stderr", "lower_bound", "label", "status", "bound"]
 
@@ -175,6 +175,7 @@ def _record_rows(r: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]
         "sample_seconds": 1.0 / sps if math.isfinite(sps) and sps > 0 else math.nan,
         "gflops_per_sample": to_number(t.get("sample_gflops_per_sample")),
         "grad_evals_per_sample": to_number(t.get("grad_evals_per_sample", r.get("grad_evals_per_sample"))),
+        "train_pflops": to_number(t.get("train_pflops")), "mfu": to_number(t.get("mfu")),
         "sampling": sampling_protocol(r),
     }
     metrics = r.get("metrics") or {}

@@ -57,7 +57,8 @@ LABELS = {
 COST_COLUMNS = (("NFE / sample", "nfe", True), ("grad evals / sample", "grad_evals_per_sample", True),
                 ("GFLOPs / sample", "gflops_per_sample", False), ("s / sample", "sample_seconds", False))
 TRAINING_COLUMNS = (("steps", "train_steps", True), ("train s", "train_seconds", False),
-                    ("steps / s", "steps_per_second", False), ("parameters", "params", True))
+                    ("train PFLOPs", "train_pflops", False), ("steps / s", "steps_per_second", False),
+                    ("MFU", "mfu", False), ("parameters", "params", True))
 
 
 @dataclass
