@@ -352,7 +352,8 @@ def compute_mixing(ctx: EvalContext) -> dict[str, MetricValue]:
 
 # quality against NFE -----------------------------------------------------------------------------------------
 
-NFE_CURVE_DEFAULTS = {"factors": [0.1, 0.25, 0.5], "n": 0}  # n 0: all samples, at most 500 vectors / 300 images
+# n 0: all samples, at most 500 vectors / 300 images; reference: the FID reference split for images (as fid_cnn's)
+NFE_CURVE_DEFAULTS = {"factors": [0.1, 0.25, 0.5], "n": 0, "reference": "test"}
 
 
 NFE_CURVE_LABELS = {"mmd": ("MMD²", "unitless (squared kernel norm)"),
@@ -396,14 +397,15 @@ def compute_nfe_curve(ctx: EvalContext) -> dict[str, MetricValue] | None:
         from harness.metrics import fid
 
         space = fid.cnn_space(ctx.dataset)
+        reference = fid.fid_options("nfe_curve", {"reference": _opt(ctx, "reference", "test")})["reference"]
 
         def quality(x) -> tuple[float, float, float, float]:
             out = fid.image_fidelity(ctx.dataset, x, space, cache_root=ctx.cache_dir / "fidelity",
-                                     cuda=ctx.device.type == "cuda", n=n, isc=False,
+                                     cuda=ctx.device.type == "cuda", n=n, isc=False, reference=reference,
                                      generator=ctx.generator)["fid_cnn"]
             return out["value"], out["stderr"], out["floor"], out["details"]["floor_stderr"]
 
-        statistic, stderr_rule = "fid_cnn", fid.STDERR_PROTOCOL["fid"]
+        statistic, stderr_rule = "fid_cnn", fid.STDERR_PROTOCOL["fid"] + f"; reference split: {reference}"
     curve = []
     for f in [*factors, 1.0]:
         x, nfe = (ctx.samples[:n], ctx.nfe) if f == 1.0 else ctx.resample(f, n)
@@ -448,7 +450,8 @@ METRICS = (
     Metric("nfe_curve", "Quality (MMD² or FID_cnn) against NFE: the sampler rerun at fractions of its length; "
            "recorded as <statistic>_at_<factor>x_sampler at the shortest", False, BOTH, compute_nfe_curve,
            frozenset({"resample"}),
-           options=frozenset(NFE_CURVE_DEFAULTS)),
+           options=frozenset(NFE_CURVE_DEFAULTS),
+           check_options=lambda o: _fid_options("nfe_curve", {"reference": o.get("reference", "test")})),
     Metric("mixing", "Stationary-chain mixing of the chain's own trace: autocorrelation time, ESS, split-R̂, "
            "nested R̂, ESS per 1k chain-step NFE and per second (readouts apart), mode hopping",
            True, BOTH, compute_mixing, frozenset({"chain"}), options=frozenset(MIXING_DEFAULTS["vector"])),

@@ -138,6 +138,7 @@ def test_full_scale_suite_resolves_and_validates(name, suite_root):
         assert fid["enabled"] is True and fid["n"] == 10_000 and fid["reference"] == "train"
         assert job.metric_options["fid_cnn"]["n"] == 10_000 and job.metric_options["fid_cnn"]["reference"] == "train"
         assert {"mixing", "nfe_curve"} <= set(job.metric_options)
+        assert job.metric_options["nfe_curve"]["reference"] == "train"  # the same reference as fid_cnn
     wj = [j for j in suite.jobs if j.method == "walk_jump"]
     assert all(j.method_options["protocol"] == "long_chain" for j in wj)
 
