@@ -173,17 +173,20 @@ def test_cli_validity_exits_1_when_an_extractor_fails(tmp_path, monkeypatch):
 
 
 CIFAR_XFAIL = pytest.mark.xfail(reason=(
-    "the generic recipe gives a weak CIFAR-10 classifier (test accuracy 0.56): Gaussian noise σ = 0.05 stays at the "
-    "floor (4.91 vs 4.99) and dropping 5 classes scores below dropping 3 (5.96 vs 6.63); needs a CIFAR recipe"),
+    "CIFAR10_RECIPE (test accuracy 0.835) passes the four pixel disturbances with wide margins (Gaussian noise "
+    "σ = 0.05: 18.0 vs floor 14.0) and grades 2, 3, 5 dropped classes (20.0, 27.8, 37.1), but one dropped class of "
+    "ten is at the resolution of n = 300: 15.7 vs floor 14.0 + tol 1.65 (without label smoothing 15.1 vs 15.12)"),
     strict=False)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["mnist", "fashion_mnist", pytest.param("cifar10", marks=CIFAR_XFAIL)])
+@pytest.mark.parametrize("name", ["mnist", "fashion_mnist",
+                                  pytest.param("cifar10", marks=[CIFAR_XFAIL, pytest.mark.heavy])])
 def test_large_image_data_sets_pass(name, data_root):
-    """Every image data set with a domain classifier (all labelled ones: `ClassifierRecipe` is generic), where its
-    files are present; trains the classifier (~1 min each on one CPU thread). Measured: MNIST and Fashion-MNIST
-    pass; CIFAR-10 fails (xfail, see `CIFAR_XFAIL`)."""
+    """Every image data set with a domain classifier (all labelled ones; recipe: `classifier.recipe_for`), where its
+    files are present; trains the classifier when not cached (MNIST, Fashion-MNIST: ~1 min each on one CPU thread;
+    CIFAR-10: ~8 min, hence heavy). Measured: MNIST and Fashion-MNIST pass; CIFAR-10 misses one dropped class
+    (xfail, see `CIFAR_XFAIL`)."""
     from plugins import datasets as D
 
     cls = {"mnist": D.MNIST, "fashion_mnist": D.FashionMNIST, "cifar10": D.CIFAR10}[name]
