@@ -30,6 +30,28 @@ class Group(click.Group):
             ctx.exit(1)
 
 
+def given_args(ctx: click.Context, skip: tuple[str, ...] = ()) -> list[str]:
+    """The arguments and options given to this command (not defaults), as a command line, without `skip`: what
+    `run --nproc N` hands on to torchrun's processes."""
+    from click.core import ParameterSource
+
+    given = [p for p in ctx.command.params if p.name not in skip
+             and ctx.get_parameter_source(p.name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)]
+    args = [str(ctx.params[p.name]) for p in given if isinstance(p, click.Argument)]
+    for p in given:
+        value = ctx.params[p.name]
+        if isinstance(p, click.Argument):
+            continue
+        if p.is_flag:
+            args += [p.opts[0]] if value else p.secondary_opts[:1]
+        elif p.multiple:
+            for v in value:
+                args += [p.opts[0], str(v)]
+        else:
+            args += [p.opts[0], str(value)]
+    return args
+
+
 def _host(plugins_dir: str | None):
     from harness.plugins import get_plugin_host
 
@@ -110,8 +132,22 @@ class DeviceName(click.ParamType):
 @click.option("--download", is_flag=True, help="Download missing data sets (needs internet).")
 @plugins_dir_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or per-job lines.")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="Where jobs run: local (one after another in this process) or ray (each job a Ray task; needs "
+                   'pip install -e ".[ray]").')
+@click.option("--address", default=None, metavar="auto|HOST:PORT",
+              help="Ray cluster to join (started with `ray start --head`); default: a local Ray instance.")
+@click.option("--gpus-per-job", type=click.FloatRange(min=0), default=None,
+              help="GPUs each Ray task asks for (default: 1 where the cluster has GPUs and --device is not cpu).")
+@click.option("--cpus-per-job", type=click.FloatRange(min=0), default=None,
+              help="CPUs each Ray task asks for (default: 1).")
+@click.option("--max-retries", type=click.IntRange(min=0), default=None,
+              help="Times Ray re-runs a job whose worker process died (default: 1); then it is recorded failed.")
+@click.option("--nproc", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Train each job data-parallel over N processes (one per GPU with --device cuda; gloo on CPU): "
+                   "re-runs this command under `torchrun --standalone --nproc-per-node N -m harness run ...`.")
 def run(config, sets, methods, datasets, seeds, device, threads, out, resume, data_root, download, plugins_dir,
-        quiet):
+        quiet, executor, address, gpus_per_job, cpus_per_job, max_retries, nproc):
     """Train and evaluate every method × data set × seed of CONFIG: a TOML file, or the name of a packaged
     config (`quick`, the default: works from any folder).
 
@@ -120,11 +156,20 @@ def run(config, sets, methods, datasets, seeds, device, threads, out, resume, da
     Exit code 0 on success, 1 if any job failed (the others still ran), 2 on a usage or config error,
     130 on Ctrl-C (it prints the --resume command that continues).
     """
+    if nproc is not None and nproc > 1:
+        if executor != "local":
+            raise UsageError("--nproc spreads one job over several processes (torchrun); it does not combine with "
+                             f"--executor {executor}, which spreads whole jobs")
+        from harness.distributed import launch
+
+        sys.exit(launch(nproc, given_args(click.get_current_context(), skip=("nproc",))))
     from harness.runner import run_config
 
     code = run_config(config, sets=list(sets), methods=methods, datasets=datasets, seeds=seeds, device=device,
                       out=out, resume=resume, data_root=data_root, download=download, plugins_dir=plugins_dir,
-                      quiet=quiet, threads=threads, log=click.echo, err_log=lambda m: click.echo(m, err=True))
+                      quiet=quiet, threads=threads, log=click.echo, err_log=lambda m: click.echo(m, err=True),
+                      executor=executor, address=address, gpus_per_job=gpus_per_job, cpus_per_job=cpus_per_job,
+                      max_retries=max_retries)
     sys.exit(code)
 
 

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from harness import accel, records
+from harness import distributed as D
 from harness.backbones import BackboneFactory, count_parameters
 from harness.config import Job, Suite
 from harness.datasets import Dataset
@@ -36,8 +37,6 @@ from harness.method import Method
 from harness.metrics import EvalContext, MetricValue
 from harness.metrics import throughput as T
 from harness.plugins import PluginHost
-from harness.progress import active as progress_active
-from harness.progress import is_active as progress_is_active
 from harness.progress import phase
 
 CHECKPOINT = "checkpoint.pt"
@@ -235,6 +234,7 @@ def validate_suite(host: PluginHost, suite: Suite) -> None:
                 raise ConfigError(f"{suite.source}: [{kind}.{name}]: " + did_you_mean(noun, name, regs[kind].names()))
     for job in suite.jobs:
         regs["methods"].get(job.method).make_config(job.method_options)
+        D.check_split(job.train.batch_size, job.eval.n_samples, f"{suite.source}: {job.method} on {job.dataset}")
         for bname in job.backbone_options:
             backbone_options(host, bname, job.backbone_options)
         for mname, opts in job.metric_options.items():
@@ -288,6 +288,13 @@ class TrainState:
     timed_seconds: float = 0.0
     losses: list[float] = field(default_factory=list)
     checkpoint_step: int | None = None  # step of the last checkpoint written or restored (not saved in it)
+    noise: torch.Generator | None = None  # data-parallel runs: this rank's stream for the methods' noise
+
+    @property
+    def loss_generator(self) -> torch.Generator:
+        """What `method.loss` draws from: the train stream itself in one process (indices and noise, as always),
+        this rank's own noise stream in a data-parallel run."""
+        return self.generator if self.noise is None else self.noise
 
     def checkpoint(self) -> dict[str, Any]:
         return {
@@ -310,7 +317,7 @@ class TrainState:
         self.checkpoint_step = self.step
 
 
-def make_train_state(job: Job, model: nn.Module, device: torch.device) -> TrainState:
+def make_train_state(job: Job, model: nn.Module, device: torch.device, group: D.Group = D.SINGLE) -> TrainState:
     t = job.train
     opt = torch.optim.AdamW(model.parameters(), lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay)
     warm = max(1, t.warmup_steps)
@@ -318,12 +325,41 @@ def make_train_state(job: Job, model: nn.Module, device: torch.device) -> TrainS
     ema = None
     if t.ema > 0:
         ema = copy.deepcopy(model).requires_grad_(False)
-    return TrainState(model, ema, opt, sched, make_generator(job.seed, "train", device))
+    state = TrainState(model, ema, opt, sched, make_generator(job.seed, "train", device))
+    if group.distributed:
+        state.noise = noise_generator(job.seed, group.rank, 0, device)
+    return state
 
 
-def save_checkpoint(path: Path, state: TrainState) -> None:
-    ckpt = state.checkpoint()
-    records.atomic_write(path, lambda f: torch.save(ckpt, f), mode="wb")
+def noise_generator(seed: int, rank: int, step: int, device: torch.device) -> torch.Generator:
+    """Rank `rank`'s noise stream of a data-parallel run, for the training segment that starts at `step` (0, or
+    the step resumed from under a different number of processes)."""
+    return make_generator(seed, f"train/rank{rank}/step{step}", device)
+
+
+def restore_noise(state: TrainState, ckpt: dict[str, Any], seed: int, group: D.Group, device: torch.device) -> str:
+    """After `state.restore(ckpt)`: this rank's noise stream continues where it stopped when the checkpoint was
+    written by as many processes ("restored"); otherwise it is derived anew from (seed, rank, step) ("derived")."""
+    if not group.distributed:
+        return "restored"  # one process: the noise is the train stream, restored with the checkpoint
+    states = ckpt.get("noise_states")
+    if states is not None and ckpt.get("world_size") == group.world_size:
+        state.noise.set_state(states[group.rank])
+        return "restored"
+    state.noise = noise_generator(seed, group.rank, state.step, device)
+    return "derived"
+
+
+def save_checkpoint(path: Path, state: TrainState, group: D.Group = D.SINGLE) -> None:
+    """Rank 0 writes the checkpoint; in a data-parallel run it also holds every rank's noise stream (gathered) and
+    the number of processes, so that resuming with as many continues exactly."""
+    if group.distributed:
+        noise_states = group.gather_objects(state.noise.get_state())
+    if group.main:
+        ckpt = state.checkpoint()
+        if group.distributed:
+            ckpt["world_size"], ckpt["noise_states"] = group.world_size, noise_states
+        records.atomic_write(path, lambda f: torch.save(ckpt, f), mode="wb")
     state.checkpoint_step = state.step
 
 
@@ -336,7 +372,8 @@ def ema_update(ema: nn.Module, model: nn.Module, rate: float) -> None:
 
 
 def train(job: Job, comp: Components, state: TrainState, data: torch.Tensor, device: torch.device,
-          ckpt_path: Path, progress: bool, on_checkpoint=None, execution: dict[str, Any] | None = None) -> str:
+          ckpt_path: Path, progress: bool, on_checkpoint=None, execution: dict[str, Any] | None = None,
+          group: D.Group = D.SINGLE) -> str:
     """Optimise until the step or seconds budget is spent, checkpointing every N steps and at the end
     (`on_checkpoint(state)` after each checkpoint: the runner refreshes the record). Returns which budget stopped
     training: "steps" or "seconds".
@@ -347,8 +384,15 @@ def train(job: Job, comp: Components, state: TrainState, data: torch.Tensor, dev
     timing needs. A non-finite loss is found in the window read back, reported at the first step where it occurred,
     and no checkpoint is written after it: checkpoints follow a clean read-back, and the weights are checked finite
     before they are saved. The seconds budget is checked against the host clock at every step and settled exactly
-    at each read-back. `execution` (the record's entry) receives what `train.compile` actually did."""
+    at each read-back. `execution` (the record's entry) receives what `train.compile` actually did.
+
+    Data-parallel (`group` of N > 1 processes): every rank draws the global batch's indices from the shared train
+    stream and trains on its slice of train.batch_size / N rows, with its own noise stream; the gradients are
+    averaged over ranks after backward (`Group.average_gradients`), so every rank takes the same optimiser step.
+    The losses read back are the global batch's means (one all-reduce per window), and the seconds budget is
+    decided at read-backs only, by all ranks together (a few steps past it at most: one window)."""
     t = job.train
+    per_rank = t.batch_size // group.world_size
     total = t.steps if t.steps > 0 else None
     bar = _progress_bar(job, total, state.step, progress)
     model, method = comp.model, comp.method
@@ -356,14 +400,22 @@ def train(job: Job, comp: Components, state: TrainState, data: torch.Tensor, dev
     compiling = bool(execution and execution.get("compile", {}).get("used"))
     model.train()
     window: list[torch.Tensor] = []  # this window's losses, on the device
+    over_time = [False]  # data-parallel: the seconds budget as all ranks agreed at the last read-back
     _sync(device)
     w0 = time.perf_counter()
+
+    def within_seconds() -> bool:
+        if t.seconds <= 0:
+            return True
+        if group.distributed:
+            return not over_time[0]
+        return state.seconds + time.perf_counter() - w0 < t.seconds
 
     def flush(checkpoint: bool = False) -> None:
         """Read the window's losses back (one synchronisation), settle its time, then checkpoint if due."""
         nonlocal w0
         if window:
-            values = torch.stack(window).tolist()
+            values = group.mean(torch.stack(window)).tolist()  # the global batch's mean losses
             dt = time.perf_counter() - w0
             first = state.step - len(window)
             bad = next((i for i, v in enumerate(values) if not math.isfinite(v)), None)
@@ -378,9 +430,11 @@ def train(job: Job, comp: Components, state: TrainState, data: torch.Tensor, dev
             if bar is not None:
                 sps = state.timed_steps / state.timed_seconds if state.timed_seconds else float("nan")
                 bar.set_postfix(loss=f"{values[-1]:.4g}", steps_s=f"{sps:.1f}")
+        if group.distributed and t.seconds > 0:
+            over_time[0] = group.any(state.seconds >= t.seconds)
         if checkpoint:
             _check_finite_weights(model, state.step)
-            save_checkpoint(ckpt_path, state)
+            save_checkpoint(ckpt_path, state, group)
             if on_checkpoint is not None:
                 on_checkpoint(state)
         _sync(device)
@@ -388,15 +442,16 @@ def train(job: Job, comp: Components, state: TrainState, data: torch.Tensor, dev
 
     def step() -> None:
         idx = torch.randint(data.shape[0], (t.batch_size,), generator=state.generator, device=device)
-        batch = accel.batch_format(data[idx], nhwc)
+        batch = accel.batch_format(data[group.shard(idx)], nhwc)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=t.precision == "bf16"):
-            loss = method.loss(model, batch, state.generator).float()
-        if loss.dim() != 1 or loss.shape[0] != t.batch_size:
-            raise TypeError(f"method {job.method!r}: loss must be per-example with shape [{t.batch_size}], "
+            loss = method.loss(model, batch, state.loss_generator).float()
+        if loss.dim() != 1 or loss.shape[0] != per_rank:
+            raise TypeError(f"method {job.method!r}: loss must be per-example with shape [{per_rank}], "
                             f"got {tuple(loss.shape)}")
         loss = loss.mean()
         state.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        group.average_gradients(model.parameters())  # no-op in one process
         if t.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
         state.optimizer.step()
@@ -407,8 +462,7 @@ def train(job: Job, comp: Components, state: TrainState, data: torch.Tensor, dev
 
     try:
         with accel.tf32(t.tf32):
-            while (total is None or state.step < total) and (
-                    t.seconds <= 0 or state.seconds + time.perf_counter() - w0 < t.seconds):
+            while (total is None or state.step < total) and within_seconds():
                 if compiling:  # the first compiled step: fall back to eager if torch.compile cannot take it
                     compiling = False
                     _compiled_first_step(step, model, state, execution["compile"])
@@ -472,12 +526,15 @@ def _compiled_first_step(step, model: nn.Module, state: TrainState, entry: dict[
     compiled call and run the step eagerly, recording why (the weights are untouched: the failure comes before the
     optimiser step)."""
     saved = state.generator.get_state()
+    saved_noise = state.noise.get_state() if state.noise is not None else None
     try:
         step()
     except Exception as exc:  # noqa: BLE001 - e.g. double backward, which torch.compile does not support
         accel.uncompile_model(model)
         state.optimizer.zero_grad(set_to_none=True)
         state.generator.set_state(saved)
+        if saved_noise is not None:
+            state.noise.set_state(saved_noise)
         entry["used"] = False
         first_line = (str(exc).strip().splitlines() or [""])[0][:300]
         entry["note"] = f"torch.compile failed on the first step, trained eagerly: {type(exc).__name__}: {first_line}"
@@ -495,18 +552,37 @@ def _progress_bar(job: Job, total: int | None, initial: int, enabled: bool):
 
 # sampling and evaluation -------------------------------------------------------------------------------
 
-def draw_samples(job: Job, comp: Components, model: nn.Module,
-                 device: torch.device) -> tuple[torch.Tensor, float, float, dict[str, Any]]:
+def draw_samples(job: Job, comp: Components, model: nn.Module, device: torch.device,
+                 group: D.Group = D.SINGLE) -> tuple[torch.Tensor, float, float, dict[str, Any]]:
     """n samples (model space, CPU), NFE per sample (mean over samples), sampling seconds, and the sampler's info
-    merged over batches (e.g. walk_jump's protocol; see `merge_sample_info`)."""
-    g = make_generator(job.seed, "sample", device)
+    merged over batches (e.g. walk_jump's protocol; see `merge_sample_info`).
+
+    Data-parallel: rank r draws its share of n (`distributed.share`) from its own stream (seed, "sample/rank{r}");
+    every rank gets all n samples, in rank order, the NFE and info merged over ranks, and the seconds of the whole
+    (sampling and gathering, as rank 0 sees them)."""
+    tag = f"sample/rank{group.rank}" if group.distributed else "sample"
+    g = make_generator(job.seed, tag, device)
     model.eval()
     _sync(device)
     t0 = time.perf_counter()
-    samples, nfe, info = sample_in_batches(comp.method, model, job.eval.n_samples, job.eval.sample_batch, g,
-                                           with_info=True)
+    samples, nfe, info = sample_in_batches(comp.method, model, group.share(job.eval.n_samples),
+                                           job.eval.sample_batch, g, with_info=True)
+    if group.distributed:
+        samples, nfe, info = _gather_samples(group, samples, nfe, info)
     _sync(device)
     return samples, nfe, time.perf_counter() - t0, info
+
+
+def _gather_samples(group: D.Group, samples: torch.Tensor, nfe: float,
+                    info: dict[str, Any]) -> tuple[torch.Tensor, float, dict[str, Any]]:
+    """Every rank's samples concatenated in rank order, the NFE per sample averaged over all of them, the infos
+    merged like batches (`merge_sample_info`), "batches" summed."""
+    parts = group.gather_objects((int(samples.shape[0]), nfe, info))
+    sizes = [n for n, _, _ in parts]
+    mean = sum(n * f for n, f, _ in parts) / sum(sizes)
+    merged = merge_sample_info([i for _, _, i in parts], sizes)
+    merged["batches"] = sum(i.get("batches", 1) for _, _, i in parts)
+    return group.gather_rows(samples), (int(mean) if float(mean).is_integer() else mean), merged
 
 
 def merge_sample_info(infos: list[dict[str, Any]], sizes: list[int]) -> dict[str, Any]:
@@ -717,24 +793,27 @@ def _base_record(host: PluginHost, job: Job, device: torch.device, out: Path | N
 
 
 def run_job(host: PluginHost, job: Job, out: Path, *, resume: bool = False, progress: bool = True) -> JobOutcome:
-    """Train, sample, evaluate and record one job. Never raises for a job's own failure: it is recorded."""
-    device = resolve_device(job.suite.device)
+    """Train, sample, evaluate and record one job. Never raises for a job's own failure: it is recorded.
+
+    Started by torchrun with N > 1 processes, every process calls it for the same job: they train data-parallel
+    (`train`), share the sampling (`draw_samples`), and rank 0 alone measures, evaluates the metrics and writes the
+    record, checkpoint and samples; the other ranks return once the samples are drawn."""
+    group = D.current(job.suite.device)  # one process unless started by torchrun
+    device = group.device if group.distributed else resolve_device(job.suite.device)
+    progress = progress and group.main
     run_dir = out / "runs" / job.run_id
-    record_path = run_dir / "record.json"
-    if resume and record_path.exists():
-        try:
-            prev = records.read_record(record_path)
-        except records.RecordError:
-            prev = None
-        if prev is not None and prev["status"] in ("ok", "diverged"):
-            return JobOutcome(job.run_id, prev["status"], run_dir, "already complete (resumed: skipped)")
-        if prev is not None and _live_elsewhere(prev):
-            return JobOutcome(job.run_id, "running", run_dir,
-                              f"still running as pid {prev.get('pid')} on {prev.get('host')} (not started again)")
+    skip = group.broadcast(_resume_skip(job, run_dir) if resume and group.main else None)  # rank 0 decides
+    if skip is not None:
+        return skip
     started = time.perf_counter()
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if group.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
     rec = _base_record(host, job, device, out)
-    writer = RecordWriter(run_dir)
+    rec["distributed"] = group.describe(job.train.batch_size)
+    if group.distributed:
+        rec["distributed"]["ranks"] = group.gather_objects(
+            {"rank": group.rank, "host": records.hostname(), "pid": os.getpid(), "device": str(device)})
+    writer = RecordWriter(run_dir) if group.main else _SilentWriter()
     writer.save(rec)
     ckpt_path = run_dir / CHECKPOINT
     state: TrainState | None = None
@@ -750,10 +829,14 @@ def run_job(host: PluginHost, job: Job, out: Path, *, resume: bool = False, prog
         rec["config"]["backbone"] = {"name": comp.backbone.name, **comp.backbone.options}
         rec["params"] = count_parameters(comp.model)
         rec["spec"] = asdict(comp.dataset.spec)
-        state = make_train_state(job, comp.model, device)
-        if resume and ckpt_path.exists():
-            state.restore(torch.load(ckpt_path, map_location=device, weights_only=False))
+        state = make_train_state(job, comp.model, device, group)
+        ckpt = _load_checkpoint(ckpt_path, device, group) if resume else None
+        if ckpt is not None:
+            state.restore(ckpt)
             rec["resumed_from_step"] = rec["checkpoint_step"] = state.step
+            noise = restore_noise(state, ckpt, job.seed, group, device)
+            rec["distributed"]["resumed"] = {"from_world_size": ckpt.get("world_size", 1), "noise": noise}
+        del ckpt
         data = comp.dataset.split("train")[0].to(device)  # on the device for the whole run: no host round trip
         # training FLOPs per step: FlopCounterMode on a copy of the eager model, a few examples, scaled to the batch
         train_flops = T.train_flops(comp.method, comp.model, data, job.train.batch_size,
@@ -764,7 +847,7 @@ def run_job(host: PluginHost, job: Job, out: Path, *, resume: bool = False, prog
         current = "training"
         with phase("training"):
             stopped_by = train(job, comp, state, data, device, ckpt_path, progress, on_checkpoint=checkpointed,
-                               execution=execution)
+                               execution=execution, group=group)
         train_peak = T.peak_memory(device)
         rec["artifacts"]["checkpoint"] = CHECKPOINT
         rec["train"] = {"steps": state.step, "seconds": state.seconds, "stopped_by": stopped_by,
@@ -776,8 +859,12 @@ def run_job(host: PluginHost, job: Job, out: Path, *, resume: bool = False, prog
         current = "sampling"
         with phase(f"sampling {job.eval.n_samples}"), \
                 accel.cuda_graph_sampling(sample_model, job.eval.cuda_graphs, device) as graphs:
-            samples, nfe, sample_s, rec["sampling"] = draw_samples(job, comp, sample_model, device)
+            samples, nfe, sample_s, rec["sampling"] = draw_samples(job, comp, sample_model, device, group)
         execution["cuda_graphs"] = graphs
+        if not group.main:  # rank 0 measures, saves and evaluates; this rank has trained and drawn its share
+            check_samples(job, samples, comp.dataset.spec, state.step)
+            return JobOutcome(job.run_id, "ok", run_dir, f"rank {group.rank} of {group.world_size}: trained and "
+                              "sampled; rank 0 records", time.perf_counter() - started)
         sample_peak = T.peak_memory(device)
         timings = {
             "train_seconds": state.seconds, "train_steps": state.step,
@@ -799,6 +886,9 @@ def run_job(host: PluginHost, job: Job, out: Path, *, resume: bool = False, prog
         timings.update(train_flops)
         timings.update(T.training_compute(train_flops.get("train_gflops_per_step"), state.step,
                                           timings["steps_per_second"], device, _compute_precision(job, device)))
+        if group.distributed and timings.get("mfu") is not None:  # the FLOP/s of N devices over N peaks
+            timings["mfu"] /= group.world_size
+            timings["mfu_peak"]["devices"] = group.world_size
         rec["timings"], rec["nfe"] = timings, nfe
         with phase("saving samples"):
             rec["artifacts"].update(save_samples(run_dir, comp.dataset, samples))
@@ -842,7 +932,47 @@ def run_job(host: PluginHost, job: Job, out: Path, *, resume: bool = False, prog
     rec["ended_utc"] = records.utc_now()
     writer.close(rec)
     msg = rec["error"]["message"] if rec["error"] else ""
+    if group.distributed and rec["status"] == "failed":
+        # the other ranks may be waiting in a collective this rank will never join: stop the whole group
+        # (torchrun ends the other processes); rank 0 has recorded the job failed
+        raise RuntimeError(f"job {job.run_id} failed on rank {group.rank} of a data-parallel run: {msg}")
     return JobOutcome(job.run_id, rec["status"], run_dir, msg, time.perf_counter() - started)
+
+
+def _resume_skip(job: Job, run_dir: Path) -> JobOutcome | None:
+    """--resume: the outcome of a job that needs no run (complete, or running in another live process), else None."""
+    record_path = run_dir / "record.json"
+    if not record_path.exists():
+        return None
+    try:
+        prev = records.read_record(record_path)
+    except records.RecordError:
+        return None
+    if prev["status"] in ("ok", "diverged"):
+        return JobOutcome(job.run_id, prev["status"], run_dir, "already complete (resumed: skipped)")
+    if _live_elsewhere(prev):
+        return JobOutcome(job.run_id, "running", run_dir,
+                          f"still running as pid {prev.get('pid')} on {prev.get('host')} (not started again)")
+    return None
+
+
+def _load_checkpoint(path: Path, device: torch.device, group: D.Group) -> dict[str, Any] | None:
+    """The checkpoint to resume from, or None. Data-parallel: rank 0 reads it (on the CPU) and sends it to every
+    rank, so the other ranks need not see the results folder."""
+    if not group.distributed:
+        return torch.load(path, map_location=device, weights_only=False) if path.exists() else None
+    ckpt = torch.load(path, map_location="cpu", weights_only=False) if group.main and path.exists() else None
+    return group.broadcast(ckpt)
+
+
+class _SilentWriter:
+    """The record writer of ranks other than 0 in a data-parallel job: same calls, nothing written."""
+
+    def save(self, rec: dict[str, Any]) -> None:
+        pass
+
+    def close(self, rec: dict[str, Any] | None = None) -> None:
+        pass
 
 
 def _live_elsewhere(rec: dict[str, Any]) -> bool:
@@ -860,34 +990,18 @@ def _thin(values: list[float], n: int) -> list[float]:
 
 
 def run_suite(host: PluginHost, suite: Suite, *, out: Path | None = None, resume: bool = False,
-              progress: bool = True, log=print) -> list[JobOutcome]:
-    """Run every job of `suite` with `suite.threads` intra-op threads. With `progress`, every phase of every job
-    shows (bars for step loops, a line with the seconds of each phase and metric) unless the caller already
-    turned progress on (then its settings, e.g. its log, stay). Ctrl-C raises `Interrupted` carrying the
-    outcomes so far."""
-    threads = resolve_threads(suite.suite.threads)
+              progress: bool = True, log=print, executor=None) -> list[JobOutcome]:
+    """Run every job of `suite` through `executor` (`harness.executors`; None: the local executor, the jobs one
+    after another in this process with `suite.threads` intra-op threads). With `progress`, every phase of every
+    job shows (bars for step loops, a line with the seconds of each phase and metric) unless the caller already
+    turned progress on (then its settings, e.g. its log, stay); the Ray executor shows one bar over the jobs.
+    Ctrl-C raises `Interrupted` carrying the outcomes so far."""
+    from harness.executors import LocalExecutor
+
+    resolve_threads(suite.suite.threads)
     validate_suite(host, suite)
     out = Path(out or suite.suite.out)
-    outcomes: list[JobOutcome] = []
-    with ExitStack() as stack:
-        stack.enter_context(using_threads(threads))
-        if progress and not progress_is_active():
-            stack.enter_context(progress_active(True))
-        for i, job in enumerate(suite.jobs, 1):
-            log(f"[{i}/{len(suite.jobs)}] {job.method} on {job.dataset} (seed {job.seed}) -> "
-                f"{out / 'runs' / job.run_id}")
-            t0 = time.perf_counter()
-            try:
-                res = run_job(host, job, out, resume=resume, progress=progress)
-            except Interrupted as exc:
-                outcomes.append(JobOutcome(job.run_id, "interrupted", exc.run_dir, str(exc),
-                                           time.perf_counter() - t0))
-                exc.outcomes = outcomes
-                raise
-            line = f"    {res.status}" + (f": {res.message}" if res.message else "")
-            log(line)
-            outcomes.append(res)
-    return outcomes
+    return (executor or LocalExecutor()).run(host, suite, out, resume=resume, progress=progress, log=log)
 
 
 def summary_table(outcomes: list[JobOutcome]) -> str:
@@ -900,8 +1014,9 @@ def summary_table(outcomes: list[JobOutcome]) -> str:
 
 
 def resume_command(config: str | Path | None, *, sets=(), methods=None, datasets=None, seeds=None, device=None,
-                   out=None, data_root=None, download=False, plugins_dir=None, threads=None) -> str:
-    """The `scorebench run ... --resume` line that continues a run with the same config, overrides and folder."""
+                   out=None, data_root=None, download=False, plugins_dir=None, threads=None, extra=()) -> str:
+    """The `scorebench run ... --resume` line that continues a run with the same config, overrides and folder
+    (`extra`: further arguments as given, e.g. the executor's)."""
     args = ["scorebench", "run"] + ([str(config)] if config not in (None, "") else [])
     for item in sets:
         args += ["--set", item]
@@ -912,7 +1027,7 @@ def resume_command(config: str | Path | None, *, sets=(), methods=None, datasets
             args += [flag, str(value)]
     if download:
         args.append("--download")
-    return shlex.join(args + ["--resume"])
+    return shlex.join(args + [str(a) for a in extra] + ["--resume"])
 
 
 
@@ -920,14 +1035,25 @@ def run_config(config: str | Path | None, *, sets: list[str] = (), methods: str 
                datasets: str | None = None, seeds: str | None = None, device: str | None = None,
                out: str | None = None, resume: bool = False, data_root: str | None = None,
                download: bool = False, plugins_dir: str | None = None, quiet: bool = False,
-               threads: int | None = None, log=print, err_log=None) -> int:
+               threads: int | None = None, log=print, err_log=None, executor: str = "local",
+               address: str | None = None, gpus_per_job: float | None = None, cpus_per_job: float | None = None,
+               max_retries: int | None = None) -> int:
     """`scorebench run`: resolve the config (a file, or a packaged config by name; none: `quick`), load plugins,
-    run every job, print a summary. Exit code 0, 1 if any job failed, 130 on Ctrl-C (with the job interrupted,
-    its last checkpoint and the command that resumes it)."""
+    run every job through the executor (`local`, or `ray` with its options: `harness.executors.make_executor`),
+    print a summary. Exit code 0, 1 if any job failed, 130 on Ctrl-C (with the job interrupted, its last
+    checkpoint and the command that resumes it)."""
     from harness.config import load_toml, resolve_suite
+    from harness.executors import make_executor
     from harness.plugins import get_plugin_host
 
     err_log = err_log or log
+    job_executor = make_executor(executor, address=address, gpus_per_job=gpus_per_job, cpus_per_job=cpus_per_job,
+                           max_retries=max_retries)  # before anything loads: Ray missing is a usage error
+    executor_args = [] if executor == "local" else ["--executor", executor]
+    for flag, value in (("--address", address), ("--gpus-per-job", gpus_per_job),
+                        ("--cpus-per-job", cpus_per_job), ("--max-retries", max_retries)):
+        if value is not None:
+            executor_args += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
     path = find_config(config)
     raw = load_toml(path)
     plugins_dir = plugins_dir or raw.get("suite", {}).get("plugins_dir") or None
@@ -950,22 +1076,28 @@ def run_config(config: str | Path | None, *, sets: list[str] = (), methods: str 
     job_log = (lambda *a: None) if quiet else log
     results = Path(suite.suite.out)
     try:
-        outcomes = run_suite(host, suite, out=results, resume=resume, progress=progress, log=job_log)
+        outcomes = run_suite(host, suite, out=results, resume=resume, progress=progress, log=job_log,
+                             executor=job_executor)
     except Interrupted as exc:
         if not quiet:
             log(summary_table(exc.outcomes))
         saved = (f"last checkpoint at step {exc.checkpoint_step} ({exc.run_dir / CHECKPOINT})"
                  if exc.checkpoint_step is not None else "no checkpoint yet (it restarts from step 0)")
         at = f" at step {exc.step}" if exc.step is not None else ""
-        err_log(f"Interrupted: job {exc.run_id} during {exc.phase}{at}; {saved}. Finished jobs are kept.")
+        unfinished = [o.run_id for o in exc.outcomes if o.status == "interrupted"]
+        if len(unfinished) > 1:  # several jobs ran at once (an executor such as ray)
+            err_log(f"Interrupted: {len(unfinished)} unfinished jobs recorded as interrupted "
+                    f"({', '.join(unfinished)}). Finished jobs are kept.")
+        else:
+            err_log(f"Interrupted: job {exc.run_id} during {exc.phase}{at}; {saved}. Finished jobs are kept.")
         err_log("Continue with:\n  " + resume_command(
             config, sets=sets, methods=methods, datasets=datasets, seeds=seeds, device=device, out=str(results),
-            data_root=data_root, download=download, plugins_dir=plugins_dir, threads=threads))
+            data_root=data_root, download=download, plugins_dir=plugins_dir, threads=threads, extra=executor_args))
         return 130
     except KeyboardInterrupt:  # between jobs or before the first one started: nothing half-done to name
         err_log("Interrupted before a job was running. Finished jobs are kept. Continue with:\n  " + resume_command(
             config, sets=sets, methods=methods, datasets=datasets, seeds=seeds, device=device, out=str(results),
-            data_root=data_root, download=download, plugins_dir=plugins_dir, threads=threads))
+            data_root=data_root, download=download, plugins_dir=plugins_dir, threads=threads, extra=executor_args))
         return 130
     if not quiet:
         log(summary_table(outcomes))
