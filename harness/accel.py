@@ -55,14 +55,27 @@ def batch_format(x: Tensor, nhwc: bool) -> Tensor:
     return x.contiguous(memory_format=torch.channels_last) if nhwc and x.dim() == 4 else x
 
 
-def compile_model(model: nn.Module) -> None:
-    """``nn.Module.compile`` in place: parameters, state-dict keys and checkpoints are those of the eager model."""
-    model.compile()
+def compile_targets(model: nn.Module) -> list[nn.Module]:
+    """What `train.compile` compiles: the backbone networks inside the model (methods reach them through
+    ``score``, ``estimates``, ``denoise``..., not always through the model's own call, which would then never run
+    compiled), or the model itself where it has none."""
+    nets = [m for m in model.modules() if getattr(m, "_scorebench_backbone", False)]
+    return nets or [model]
+
+
+def compile_model(model: nn.Module) -> list[nn.Module]:
+    """``nn.Module.compile`` in place on `compile_targets`: parameters, state-dict keys and checkpoints are those of
+    the eager model. Returns the modules compiled."""
+    targets = compile_targets(model)
+    for m in targets:
+        m.compile()
+    return targets
 
 
 def uncompile_model(model: nn.Module) -> None:
     """Back to eager after a failed compilation (``nn.Module.compile`` only sets the compiled call)."""
-    model._compiled_call_impl = None
+    for m in model.modules():
+        m._compiled_call_impl = None
 
 
 # CUDA graphs of network evaluations -------------------------------------------------------------------------
