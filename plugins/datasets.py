@@ -1,6 +1,6 @@
-"""Built-in data sets: exact 2-D toy targets, scikit-learn's 8×8 digits, MNIST, Fashion-MNIST and CIFAR-10.
+"""Built-in data sets: exact toy targets (2-D to 100-D), scikit-learn's 8×8 digits, MNIST, Fashion-MNIST and CIFAR-10.
 
-Model space: toy data in raw coordinates, shape (2,); images float32 [N, C, H, W] in [-1, 1] (u8 / 127.5 − 1, so
+Model space: toy data in raw coordinates, shape (d,); images float32 [N, C, H, W] in [-1, 1] (u8 / 127.5 − 1, so
 `Dataset.to_uint8` inverts it exactly); labels int64. Loaded tensors are cached in memory only (per instance, by
 `Dataset.split`), and file MD5s once per process per (path, mtime, size).
 
@@ -27,7 +27,17 @@ from torch import Tensor
 from harness.datasets import ENV_DATA_ROOT, ChecksumError, Dataset, MissingDataError, Split, default_cache_dir, md5sum
 from harness.errors import DataError
 from harness.hookspecs import hookimpl
-from harness.toy import Banana, GaussianMixture, ToyTarget, grid_mixture, ring_mixture
+from harness.toy import (
+    Banana,
+    GaussianMixture,
+    ManyWell,
+    ToyTarget,
+    grid_mixture,
+    ring_mixture,
+    rotated_gaussian,
+    separated_mixture,
+    uniform_box_mixture,
+)
 
 # toy targets -------------------------------------------------------------------------------------------------
 # Mode spacing ≈ 7.5 std for both mixtures: modes are clearly separated (mode metrics are meaningful), yet the
@@ -44,6 +54,25 @@ GRID25_STD = 0.2
 BANANA_A = 1.0
 BANANA_B = 0.8
 BANANA_S = 0.4
+# gmm40: the 40-mode 2-D mixture of the sampler benchmarks (FAB, Midgley et al. 2023): means uniform in
+# [−40, 40]², unit-variance components, equal weights (see `uniform_box_mixture` for how the seed draws the means).
+GMM40_COMPONENTS = 40
+GMM40_HALF_WIDTH = 40.0
+GMM40_STD = 1.0
+GMM40_SEED = 0
+# ill_gaussian{32,100}: N(0, Q diag(λ) Qᵀ), λ log-spaced over [0.01, 1] (condition number 100), Q Haar-random.
+ILL_GAUSSIAN_VARIANCES = (0.01, 1.0)
+ILL_GAUSSIAN_SEED = 2023
+# many_well32: ManyWell with 16 double-well pairs (Midgley et al. 2023).
+MANY_WELL_WELLS = 16
+# unequal{2,10}: 5 unit-std components, weights ∝ 10^(j/4) (largest/smallest = 10), means ≥ 6 std apart, drawn
+# uniform in [−h, h]^d one at a time (`separated_mixture`).
+UNEQUAL_COMPONENTS = 5
+UNEQUAL_WEIGHT_RATIO = 10.0
+UNEQUAL_STD = 1.0
+UNEQUAL_SEPARATION = 6.0
+UNEQUAL_HALF_WIDTH = {2: 8.0, 10: 3.0}
+UNEQUAL_SEED = 5
 # Fixed splits of every toy data set: split -> (size, seed of the torch.Generator fed to the target's sampler).
 # Large, distinct seeds, so that no job seed (0, 1, 2, ...) replays the stream that drew the data.
 TOY_SPLITS: dict[str, tuple[int, int]] = {"train": (10_000, 1_000_003), "test": (2_000, 2_000_003)}
@@ -99,10 +128,11 @@ def uint8_to_model(images: Tensor | np.ndarray) -> Tensor:
     return torch.as_tensor(images).to(torch.float32).div_(127.5).sub_(1.0)
 
 
-# toy 2-D targets ---------------------------------------------------------------------------------------------
+# toy targets -----------------------------------------------------------------------------------------------------
 
 class ToyDataset(Dataset):
-    """A synthetic 2-D data set drawn from an exact target with fixed seeds (see TOY_SPLITS)."""
+    """A synthetic data set drawn from an exact target with fixed seeds (see TOY_SPLITS); `value_range` is the box
+    that holds nearly all of its mass (the uniform initialisation box of several samplers)."""
 
     kind = "vector"
     value_range = (-4.0, 4.0)
@@ -140,6 +170,68 @@ class BananaData(ToyDataset):
                    "smoothed by quadrature")
     value_range = (-5.0, 5.0)
     _target: ClassVar[Banana] = Banana(BANANA_A, BANANA_B, BANANA_S)
+
+
+class GMM40(ToyDataset):
+    """The 40-component 2-D GMM of FAB (Midgley et al. 2023, ICLR) and of the "Beyond ELBOs" sampler benchmark
+    (Blessing et al. 2024): means (torch.rand((40, 2), generator=torch.Generator().manual_seed(0)) − 0.5)·2·40 on
+    CPU in float32, unit-variance isotropic components, equal weights. FAB seeds torch's global generator with 0
+    and applies the same formula, so the means are meant to coincide, but they were not checked against FAB's code
+    and need not equal them; FAB also sets its component scales through its own log-variance parameter, whereas
+    here every component has variance 1 (issue 13)."""
+
+    name = "gmm40"
+    description = ("40 unit-variance Gaussians, means uniform in [−40, 40]² (seed 0), equal weights: the FAB / "
+                   "sampler-benchmark GMM (Midgley et al. 2023); exact smoothed versions")
+    value_range = (-45.0, 45.0)
+    _target: ClassVar[GaussianMixture] = uniform_box_mixture(GMM40_COMPONENTS, 2, GMM40_HALF_WIDTH, GMM40_STD,
+                                                             GMM40_SEED)
+
+
+class IllGaussian32(ToyDataset):
+    name = "ill_gaussian32"
+    description = ("32-D zero-mean Gaussian, variances log-spaced over [0.01, 1] (condition number 100) in a "
+                   "random rotation; exact smoothed versions")
+    _target: ClassVar[ToyTarget] = rotated_gaussian(32, *ILL_GAUSSIAN_VARIANCES, ILL_GAUSSIAN_SEED)
+
+
+class IllGaussian100(ToyDataset):
+    name = "ill_gaussian100"
+    description = ("100-D zero-mean Gaussian, variances log-spaced over [0.01, 1] (condition number 100) in a "
+                   "random rotation; exact smoothed versions")
+    _target: ClassVar[ToyTarget] = rotated_gaussian(100, *ILL_GAUSSIAN_VARIANCES, ILL_GAUSSIAN_SEED)
+
+
+class ManyWell32(ToyDataset):
+    name = "many_well32"
+    description = ("ManyWell (Midgley et al. 2023): 16 independent double wells −x1⁴+6x1²+x1/2−x2²/2, d = 32, "
+                   "2¹⁶ modes; smoothed by 1-D quadrature")
+    _target: ClassVar[ManyWell] = ManyWell(MANY_WELL_WELLS)
+
+
+def _unequal(dim: int) -> GaussianMixture:
+    return separated_mixture(UNEQUAL_COMPONENTS, dim, UNEQUAL_HALF_WIDTH[dim], UNEQUAL_SEPARATION, UNEQUAL_STD,
+                             UNEQUAL_WEIGHT_RATIO, UNEQUAL_SEED)
+
+
+class Unequal2(ToyDataset):
+    name = "unequal2"
+    description = ("5 unit-std Gaussians in 2-D, weights spanning 10× (∝ 10^(j/4)), means ≥ 6 apart; exact "
+                   "smoothed versions")
+    value_range = (-12.0, 12.0)
+    _target: ClassVar[GaussianMixture] = _unequal(2)
+
+
+class Unequal10(ToyDataset):
+    name = "unequal10"
+    description = ("5 unit-std Gaussians in 10-D, weights spanning 10× (∝ 10^(j/4)), means ≥ 6 apart; exact "
+                   "smoothed versions")
+    value_range = (-7.0, 7.0)
+    _target: ClassVar[GaussianMixture] = _unequal(10)
+
+
+TOY_DATASETS: tuple[type[ToyDataset], ...] = (Ring8, Grid25, BananaData, GMM40, IllGaussian32, IllGaussian100,
+                                              ManyWell32, Unequal2, Unequal10)
 
 
 # images ------------------------------------------------------------------------------------------------------
@@ -331,7 +423,7 @@ class CIFAR10(ImageDataset):
         return uint8_to_model(np.ascontiguousarray(images)), torch.as_tensor(labels, dtype=torch.int64)
 
 
-DATASETS: tuple[type[Dataset], ...] = (Ring8, Grid25, BananaData, Digits, MNIST, FashionMNIST, CIFAR10)
+DATASETS: tuple[type[Dataset], ...] = (*TOY_DATASETS, Digits, MNIST, FashionMNIST, CIFAR10)
 
 
 def data_status(root: str | os.PathLike | None = None) -> list[dict[str, Any]]:

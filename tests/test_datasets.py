@@ -48,7 +48,9 @@ def test_every_builtin_data_set_is_registered():
     host = PluginHost(entry_points=False, builtins=("plugins.datasets",))
     reg = host.registries["datasets"]
     assert not host.failures()
-    assert reg.names() == sorted(["ring8", "grid25", "banana", "digits", "mnist", "fashion_mnist", "cifar10"])
+    assert reg.names() == sorted(["ring8", "grid25", "banana", "gmm40", "ill_gaussian32", "ill_gaussian100",
+                                  "many_well32", "unequal2", "unequal10", "digits", "mnist", "fashion_mnist",
+                                  "cifar10"])
     for entry in reg:
         assert entry.provider == "plugins.datasets" and entry.description and "\n" not in entry.description
 
