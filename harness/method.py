@@ -27,6 +27,7 @@ from torch import Tensor, nn
 if TYPE_CHECKING:
     from harness.backbones import BackboneFactory
     from harness.datasets import DataSpec
+    from harness.toy import ToyTarget
 
 
 @dataclass
@@ -152,6 +153,23 @@ class Method(ABC):
         space; for images the log-probability of the 8-bit image (a dequantised bound), so that the `nll` metric's
         bits/dim is −log₂ P / d."""
         return None
+
+    def oracle(self, target: ToyTarget) -> nn.Module:
+        """A model in this method's own parametrisation built from the exact `target` (a `harness.toy.ToyTarget`
+        of the data's dimension), such that `sample`, `chain` and `score_fn` run on it unchanged and every score,
+        denoiser or energy gradient it gives is exact at every noise level the method uses (from
+        `target.smoothed(s)`). It needs no trained parameters (it may hold buffers), runs on the device of its
+        inputs, takes float32 inputs (computing in float64 inside), is differentiable with respect to x where the
+        method differentiates it (energies), and costs what the network costs: the exact module sits in the
+        network's slot, so one call is one NFE and an energy's gradient one NFE plus one input gradient.
+        Optional: `has_oracle` tells whether a method provides one; the default raises NotImplementedError."""
+        raise NotImplementedError(f"method {self.name!r} has no oracle(target)")
+
+
+def has_oracle(method_or_cls: Method | type[Method]) -> bool:
+    """Whether a method (instance or class) overrides `Method.oracle` (as the runner detects `log_likelihood`)."""
+    cls = method_or_cls if isinstance(method_or_cls, type) else type(method_or_cls)
+    return getattr(cls, "oracle", Method.oracle) is not Method.oracle
 
 
 def randn(shape, generator: torch.Generator, like: Tensor | None = None, dtype=None) -> Tensor:

@@ -16,10 +16,15 @@ What it checks, on a 2-D Gaussian data set (exact density and score) and on tiny
   after brief training on the Gaussian, approximates the exact score of the Gaussian smoothed at s (relative
   squared error below ``score_tolerance``); ``log_likelihood`` returns [n] finite values that rank typical points
   above far outliers and whose mean on test points is within ``nll_tolerance`` nats of the exact mean log-density;
-- a chain marked ``stationary`` leaves its distribution invariant (`check_chain`, below).
+- a chain marked ``stationary`` leaves its distribution invariant (`check_chain`, below);
+- oracle (where the method implements ``oracle(target)``, `harness.method.has_oracle`): on vectors the kit builds
+  ``method.oracle(target)`` of its Gaussian and uses it *instead of* the brief training for the sampler-range,
+  score, likelihood and stationarity checks; the score check is then held to float tolerance
+  (``ORACLE_SCORE_TOLERANCE``) since the oracle's score is exact. Methods without an oracle are trained briefly.
 
-How stationarity is tested, and its power. A chain's state is opaque to the kit, so the exact (oracle) score can
-not be substituted into an arbitrary method's network. Instead the kit trains the method briefly on the Gaussian
+How stationarity is tested, and its power. A chain's state is opaque to the kit, so the exact score can be put
+into a method's network only by the method itself (its ``oracle``, used when present). Otherwise the kit trains the
+method briefly on the Gaussian
 N(μ, s²I) (AdamW with an EMA of the weights, as the runner trains; when the method also declares ``score_fn``,
 the score check above confirms the model is close to the oracle), then runs C parallel chains from ``init`` and
 compares the readout distribution at successive times t₀ < t₁ < t₂, K = max(250, b/2) steps apart, after a
@@ -52,12 +57,13 @@ import torch
 from torch import Tensor, nn
 
 from harness.datasets import Dataset
-from harness.method import Chain, Method, MethodConfig, SampleResult
+from harness.method import Chain, Method, MethodConfig, SampleResult, has_oracle
 from harness.toy import GaussianMixture
 
 PASS, FAIL, SKIP = "pass", "fail", "skip"
 GAUSS_MEAN = (0.5, -0.5)
 GAUSS_STD = 0.7
+ORACLE_SCORE_TOLERANCE = 1e-6  # relative squared error of an oracle's score (exact up to float32 rounding)
 SMALL_BACKBONES = {"mlp": {"width": 64, "depth": 2}, "unet": {"ch": 8, "ch_mult": [1], "num_res_blocks": 1,
                                                               "attention": False}}
 
@@ -392,19 +398,36 @@ def _check_kind(c: _Checks, method_cls, kind, config, train_steps, n_samples, ch
         assert _same(a, b), ("the same generator state gave different losses: the loss draws from the global "
                                    "RNG or is otherwise nondeterministic; draw noise with harness.method.randn(..., "
                                    "generator)")
-    if kind == "vector" and train_steps > 0:
+    oracle = _check_oracle(c, p, method, dataset) if kind == "vector" and has_oracle(method) else None
+    if oracle is not None:  # the exact model replaces the brief training
+        model, score_tol = oracle, ORACLE_SCORE_TOLERANCE
+        c.report.info[p + "model"] = "oracle"
+    elif kind == "vector" and train_steps > 0:
         with c.check(p + "brief training stays finite"):
             model, losses = train_briefly(method, model, data, train_steps, seed)
             c.report.info[f"{kind}_loss_first_last"] = (losses[0], sum(losses[-20:]) / len(losses[-20:]))
             assert all(math.isfinite(v) for v in losses), "the training loss became non-finite"
+        c.report.info[p + "model"] = "trained briefly"
     model.eval()
-    trained = kind == "vector" and train_steps > 0
+    trained = kind == "vector" and (train_steps > 0 or oracle is not None)
     _check_sampler(c, p, method, model, dataset, n_samples if kind == "vector" else 2, seed, trained)
     _check_chain_contract(c, p, method, model, dataset, seed)
     _check_score_fn(c, p, method, model, dataset, score_tol, trained)
     _check_likelihood(c, p, method, model, dataset, nll_tol, trained)
     if kind == "vector":
         _check_stationary(c, p, method, model, chain_options, seed, trained)
+
+
+def _check_oracle(c, p, method, dataset) -> nn.Module | None:
+    """Build ``method.oracle(target)`` of the kit's Gaussian; None (a failed check) when that does not work."""
+    built = {}
+    with c.check(p + "oracle capability"):
+        model = method.oracle(dataset.target)
+        assert isinstance(model, nn.Module), f"oracle(target) returned {type(model).__name__}, expected an nn.Module"
+        trainable = [n for n, prm in model.named_parameters() if prm.requires_grad]
+        assert not trainable, f"an oracle needs no trained parameters, but {trainable[:5]} require gradients"
+        built["model"] = model
+    return built.get("model")
 
 
 def _check_sampler(c, p, method, model, dataset, n, seed, trained) -> None:
@@ -512,9 +535,9 @@ def _check_score_fn(c, p, method, model, dataset, tol, trained) -> None:
             exact = smooth.score(pts).double()
             rel = float((got - exact).pow(2).sum(1).mean() / exact.pow(2).sum(1).mean())
             c.report.info[p + "score relative squared error"] = rel
-            assert rel < tol, (f"after brief training the learned score differs from the exact score of the data "
-                               f"smoothed at s = {s:.4g} by a relative squared error {rel:.3g} (allowed {tol}); "
-                               "is the declared noise level the one the score is learned at?")
+            assert rel < tol, (f"the model's score (oracle, or after brief training) differs from the exact "
+                               f"score of the data smoothed at s = {s:.4g} by a relative squared error {rel:.3g} "
+                               f"(allowed {tol}); is the declared noise level the one the score is learned at?")
 
 
 def _check_likelihood(c, p, method, model, dataset, tol, trained) -> None:
@@ -542,7 +565,7 @@ def _check_likelihood(c, p, method, model, dataset, tol, trained) -> None:
 def _check_stationary(c, p, method, model, options, seed, trained) -> None:
     chain = method.chain(model)
     why = ("no chain marked stationary" if chain is None or not getattr(chain, "stationary", False)
-           else None if trained else "needs brief training first (train_steps > 0)")
+           else None if trained else "needs an oracle or brief training first (train_steps > 0)")
     if why:
         c.report.results.append(CheckResult(p + "stationary chain leaves the target invariant", SKIP, why))
         return
@@ -550,7 +573,7 @@ def _check_stationary(c, p, method, model, options, seed, trained) -> None:
         res = check_chain(chain, GAUSS_MEAN, GAUSS_STD, seed=seed, **options)
         c.report.info[p + "chain burn-in used"] = res.burn_in
         assert res.ok_invariant and res.ok_target, (
-            f"on the Gaussian N({GAUSS_MEAN}, {GAUSS_STD}²I) after brief training, burn-in {res.burn_in}: "
+            f"on the Gaussian N({GAUSS_MEAN}, {GAUSS_STD}²I) (oracle or after brief training), burn-in {res.burn_in}: "
             + "; ".join(res.messages))
 
 

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from harness.hookspecs import hookimpl
 from harness.method import Chain, Method, MethodConfig, SampleResult, rand, randn
+from harness.oracles import FixedScoreNet, check_target
 from harness.progress import track
 
 
@@ -107,6 +108,12 @@ class DSM(Method):
 
     def score_fn(self, model: ScoreNet):
         return model, self.config.sigma
+
+    def oracle(self, target) -> ScoreNet:
+        """ScoreNet with net(x) = σ ∇log p_σ(x), p_σ = target.smoothed(σ): s(x) is the exact smoothed score."""
+        check_target(target, self.spec, self.name)
+        sigma = self.config.sigma
+        return ScoreNet(FixedScoreNet(target, sigma, sigma), sigma)
 
 
 @hookimpl

@@ -47,6 +47,7 @@ from harness.backbones import energy_score
 from harness.errors import ConfigError, did_you_mean
 from harness.hookspecs import hookimpl
 from harness.method import Chain, Method, MethodConfig, SampleResult, expand_as_batch, randn
+from harness.oracles import FixedEnergyNet, check_target
 from harness.progress import track
 
 PAPER_RANGE = 1.0  # width of the value range the paper's lengths are stated for (images in [0, 1])
@@ -213,6 +214,12 @@ class MDSM(Method):
 
     def chain(self, model: nn.Module) -> LangevinChain:
         return LangevinChain(model, self, self.config.chain_step_size)
+
+    def oracle(self, target) -> nn.Module:
+        """The exact energy E(x) = −log p_σ0(x) of the target smoothed at σ0 (target.smoothed(σ0).log_prob), so
+        that −∇E (autograd, as for a learned energy) is its exact score and the denoising step is Tweedie's."""
+        check_target(target, self.spec, self.name)
+        return FixedEnergyNet(target, self.config.sigma0)
 
     # No score_fn: the loss mixes noise levels in one noise-unconditional energy, so at its optimum −∇E is a
     # level-weighted blend of (σ_i/σ0)²·∇log p_σi, not the score of the data smoothed at σ0. Declaring it as a

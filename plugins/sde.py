@@ -40,6 +40,7 @@ from torch import Tensor, nn
 from harness.errors import ConfigError, did_you_mean
 from harness.hookspecs import hookimpl
 from harness.method import Method, MethodConfig, SampleResult, expand_as_batch, rand, randn
+from harness.oracles import OracleModule, check_target, smoothed_score
 from harness.progress import track
 
 ScoreFn = Callable[[Tensor, Tensor], Tensor]  # (x [B, ...], t [B]) -> s(x, t)
@@ -233,6 +234,22 @@ class ScoreModel(nn.Module):
     def forward(self, x: Tensor, t: Tensor) -> Tensor:
         _, std = self.sde.marginal(t)
         return self._to_score(self.net(x, t), expand_as_batch(std, x))
+
+
+class MarginalScoreNet(OracleModule):
+    """The exact network of `ScoreModel` for a target: x_t = α_t x_0 + σ_t z has density
+    p_t(x) = α_t^{-d} q(x/α_t), q = target.smoothed(σ_t/α_t), so s(x, t) = ∇log q(x/α_t)/α_t, emitted in the
+    output convention (`Parametrisation.to_output`) with (α_t, σ_t) from the SDE's own kernel, in float64."""
+
+    def __init__(self, target, sde: SDE, parametrisation: str):
+        super().__init__(target)
+        self.sde, self._to_output = sde, PARAMETRISATIONS[parametrisation].to_output
+
+    def evaluate(self, x: Tensor, t: Tensor) -> Tensor:
+        alpha, sigma = self.sde.marginal(t.to(torch.float64))
+        a = alpha[:, None]
+        s = smoothed_score(self.target, x.flatten(1).to(torch.float64) / a, sigma / alpha) / a
+        return self._to_output(s, sigma[:, None]).reshape(x.shape).to(x.dtype)
 
 
 # samplers ----------------------------------------------------------------------------------------------------
@@ -472,6 +489,12 @@ class ScoreSDE(Method):
 
     def build_model(self, backbone) -> ScoreModel:
         return self.score_model(backbone(conditional=True))
+
+    def oracle(self, target) -> ScoreModel:
+        """ScoreModel (this SDE, this output convention) around `MarginalScoreNet`: s(x, t) is the exact score of
+        the target's marginal at t, for VE, VP and sub-VP alike."""
+        check_target(target, self.spec, self.name)
+        return self.score_model(MarginalScoreNet(target, self.sde, self.config.parametrisation))
 
     def _check(self, model: ScoreModel) -> ScoreModel:
         got = getattr(model, "parametrisation", None)

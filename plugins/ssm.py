@@ -28,6 +28,7 @@ from harness.backbones import energy_score
 from harness.errors import ConfigError, did_you_mean
 from harness.hookspecs import hookimpl
 from harness.method import Chain, Method, MethodConfig, SampleResult, expand_as_batch, rand, randn
+from harness.oracles import PLACEHOLDER, FixedEnergyNet, FixedScoreNet, LevelEnergyNet, LevelScoreNet, check_target
 from harness.progress import track
 
 
@@ -316,6 +317,21 @@ class SSM(Method):
             return model.score(x, torch.full((x.shape[0],), level, device=x.device, dtype=x.dtype))
 
         return score, (level if ladder else 0.0)
+
+    def oracle(self, target) -> nn.Module:
+        """The configured parametrisation with an exact slot. Ladder (conditional on log σ): score net(x, log σ) =
+        σ ∇log p_σ(x), energy net(x, log σ) = −σ² log p_σ(x), p_σ = target.smoothed(σ), at any σ it is asked for.
+        No noise: the data's own score, scaled by the method's fixed σ = data std (score: std·∇log p; energy:
+        −std²·log p), so s(x, std) = ∇log p(x) exactly."""
+        check_target(target, self.spec, self.name)
+        model = self.build_model(PLACEHOLDER)
+        ladder, energy = self.config.noise == "ladder", isinstance(model, EnergyScoreModel)
+        scale = self.sigmas[0]
+        if energy:
+            model.energy_net = LevelEnergyNet(target) if ladder else FixedEnergyNet(target, 0.0, scale**2)
+        else:
+            model.net = LevelScoreNet(target) if ladder else FixedScoreNet(target, 0.0, scale)
+        return model
 
 
 @hookimpl

@@ -27,6 +27,7 @@ from harness.backbones import energy_score
 from harness.errors import ConfigError, did_you_mean
 from harness.hookspecs import hookimpl
 from harness.method import Chain, Method, MethodConfig, SampleResult, rand, randn
+from harness.oracles import PLACEHOLDER, OracleModule, check_target, smoothed_log_prob, smoothed_score
 from harness.progress import track
 
 
@@ -172,6 +173,54 @@ class MEM(MDensityModel):
 
 
 PARAMETRISATIONS: dict[str, type[MDensityModel]] = {"universal": Universal, "mdae": MDAE, "energy": MEM}
+
+
+# exact slots (the `oracle` capability) -------------------------------------------------------------------------
+# y_m = x + σ ε_m: Σ_m ‖y_m − x‖² = Σ_m ‖y_m − ȳ‖² + M ‖ȳ − x‖², so ȳ is sufficient for x, E[X | y] is the denoiser
+# of ȳ at τ = σ/√M and log p(y) = −Σ_m ‖y_m − ȳ‖²/(2σ²) + log p_τ(ȳ) − (Md/2) log 2πσ² + (d/2) log 2πτ².
+
+class UniversalOracleNet(OracleModule):
+    """Universal slot: x̂(ȳ) = ȳ + τ net(ȳ/a) exact, i.e. net(z) = τ ∇log p_τ(ȳ) at ȳ = a z."""
+
+    def __init__(self, target, tau: float, in_scale: float):
+        super().__init__(target)
+        self.tau, self.a = float(tau), float(in_scale)
+
+    def evaluate(self, z, c):
+        ybar = z.flatten(1).to(torch.float64) * self.a
+        return (self.tau * smoothed_score(self.target, ybar, self.tau)).reshape(z.shape).to(z.dtype)
+
+
+class MDAEOracleNet(OracleModule):
+    """MDAE slot: x̂_m = y_m + σ net(y/a)_m exact, i.e. net_m = (E[X | y] − y_m)/σ, stacked as channels."""
+
+    def __init__(self, target, sigma: float, m: int, in_scale: float):
+        super().__init__(target)
+        self.sigma, self.M, self.a = float(sigma), int(m), float(in_scale)
+        self.tau = self.sigma / math.sqrt(self.M)
+
+    def evaluate(self, z, c):
+        y = (z.to(torch.float64) * self.a).reshape(z.shape[0], self.M, -1)
+        ybar = y.mean(1)
+        xhat = ybar + self.tau**2 * smoothed_score(self.target, ybar, self.tau)
+        return ((xhat[:, None] - y) / self.sigma).reshape(z.shape).to(z.dtype)
+
+
+class MEMOracleNet(OracleModule):
+    """MEM slot: f(y) = (a²/σ²) E(y/a) = −log p(y) exact, i.e. E(z) = −(σ²/a²) log p(a z); differentiable in z."""
+
+    def __init__(self, target, sigma: float, m: int, in_scale: float):
+        super().__init__(target)
+        self.sigma, self.M, self.a = float(sigma), int(m), float(in_scale)
+        self.tau = self.sigma / math.sqrt(self.M)
+
+    def evaluate(self, z, c):
+        y = (z.to(torch.float64) * self.a).reshape(z.shape[0], self.M, -1)
+        ybar, d = y.mean(1), y.shape[2]
+        spread = (y - ybar[:, None]).pow(2).sum((1, 2))
+        const = 0.5 * d * (math.log(2 * math.pi * self.tau**2) - self.M * math.log(2 * math.pi * self.sigma**2))
+        log_p = -spread / (2 * self.sigma**2) + smoothed_log_prob(self.target, ybar, self.tau) + const
+        return (-(self.sigma**2 / self.a**2) * log_p).to(z.dtype)
 
 
 # the walk ---------------------------------------------------------------------------------------------
@@ -369,6 +418,20 @@ class WalkJump(Method):
         chain's whole cost, burn-in included."""
         k = self.config.jump_every if jump_every is None else jump_every
         return self._long_run(model, n_jumps, 1, burn_in, k, generator)
+
+    def oracle(self, target) -> MDensityModel:
+        """The configured parametrisation with its slot exact: universal, the denoiser of ȳ at
+        τ = σ/√M from target.smoothed(τ); MDAE, E[X | y] = that denoiser for every measurement; energy, the exact
+        −log p(y) of the M-density. Every M-density score, and the jump, is then exact."""
+        check_target(target, self.spec, self.name)
+        model = self.build_model(PLACEHOLDER)
+        if isinstance(model, Universal):
+            model.net = UniversalOracleNet(target, model.tau, model.in_scale)
+        elif isinstance(model, MDAE):
+            model.net = MDAEOracleNet(target, model.sigma, model.M, model.in_scale)
+        else:
+            model.energy = MEMOracleNet(target, model.sigma, model.M, model.in_scale)
+        return model
 
     def score_fn(self, model: MDensityModel):
         """Universal only: s_τ(x) = (x̂(x) − x)/τ², the learned score of the data smoothed at τ = σ/√M. (For the

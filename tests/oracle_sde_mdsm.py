@@ -1,6 +1,7 @@
-"""Exact oracles and a two-sample test for the sde and mdsm tests.
+"""Known answers and a two-sample test for the sde and mdsm tests (the methods' exact models come from their own
+`oracle(target)` capability and are checked against these).
 
-The oracles are written from the formulas, independently of the plugins' own code: the perturbation kernels of
+The answers are written from the formulas, independently of the plugins' own code: the perturbation kernels of
 the three SDEs (Song et al. 2021, eq. 29-34) and the exact marginal of a Gaussian mixture under x_t = α x_0 + σ z,
 which is again a Gaussian mixture with means α μ_k and variances α² s_k² + σ².
 
@@ -68,36 +69,6 @@ def marginal_score(mix: GaussianMixture, x: Tensor, alpha: Tensor, sigma: Tensor
     xf = x.flatten(1).to(torch.float64)
     s = (r[:, :, None] * (means - xf[:, None, :]) / var[:, :, None]).sum(1)
     return s.reshape(x.shape)
-
-
-class OracleNet(nn.Module):
-    """Stands in for the backbone net(x, t) of the sde method: emits the exact marginal score of `mix` under the
-    named SDE, written in the named output convention (noise: out = −σ_t s, i.e. E[z | x_t]; scaled_score:
-    out = σ_t s). Plugged into the method's ScoreModel, so the method's own code path runs."""
-
-    def __init__(self, mix: GaussianMixture, sde: str, convention: str, **kernel):
-        super().__init__()
-        self.mix, self.sde, self.convention, self.kernel = mix, sde, convention, kernel
-        self.calls = 0
-
-    def forward(self, x: Tensor, t: Tensor) -> Tensor:
-        self.calls += 1
-        alpha, sigma = ref_kernel(self.sde, t, **self.kernel)
-        s = marginal_score(self.mix, x, alpha, sigma)
-        sig = sigma.reshape(-1, *([1] * (x.dim() - 1)))
-        out = -sig * s if self.convention == "noise" else sig * s
-        return out.to(x.dtype)
-
-
-class MixtureEnergy(nn.Module):
-    """E(x) = −log p_s(x), the exact energy of `mix` smoothed by N(0, s² I), as a module E(x, c) -> [B]."""
-
-    def __init__(self, mix: GaussianMixture, s: float):
-        super().__init__()
-        self.target = mix.smoothed(s)
-
-    def forward(self, x: Tensor, c: Tensor | None = None) -> Tensor:
-        return -self.target.log_prob(x.flatten(1))
 
 
 # two-sample test ---------------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Shared helpers of the walk-jump and SSM tests: a local MMD two-sample statistic with a real-vs-real floor, exact
-M-density quantities of a Gaussian mixture computed independently of the factorisation the plugin uses, oracle
-networks placed in the plugins' network slots, and a tiny training loop."""
+M-density quantities of a Gaussian mixture computed independently of the factorisation the plugin uses (the known
+answers the methods' `oracle(target)` models are checked against), a call counter, and a tiny training loop."""
 
 from __future__ import annotations
 
@@ -71,47 +71,6 @@ def posterior_mean(mix: GaussianMixture, y: Tensor, sigma: float) -> Tensor:
     means = torch.stack([(mu / s**2 + ysum / sigma**2) / (1 / s**2 + m / sigma**2)
                          for mu, s in zip(mix.means, mix.stds, strict=True)], 1)  # [N, K, d]
     return (r[:, :, None] * means).sum(1)
-
-
-# oracle networks for the plugins' network slots ---------------------------------------------------------
-
-class UniversalOracle(nn.Module):
-    """Universal slot: x̂(ȳ) = ȳ + τ net(ȳ/a), so net(z) = (E[X | ȳ] − ȳ)/τ with ȳ = a z."""
-
-    def __init__(self, mix, tau, in_scale):
-        super().__init__()
-        self.mix, self.tau, self.a = mix, tau, in_scale
-        self.calls = 0
-
-    def forward(self, z, c=None):
-        self.calls += 1
-        ybar = z * self.a
-        return ((self.mix.denoiser(ybar.double(), self.tau) - ybar) / self.tau).to(z.dtype)
-
-
-class MDAEOracle(nn.Module):
-    """MDAE slot: x̂_m = y_m + σ net(y/a)_m, so net_m = (E[X | y] − y_m)/σ, stacked as channels."""
-
-    def __init__(self, mix, sigma, m, in_scale):
-        super().__init__()
-        self.mix, self.sigma, self.m, self.a = mix, sigma, m, in_scale
-
-    def forward(self, z, c=None):
-        y = (z * self.a).reshape(z.shape[0], self.m, -1)
-        xhat = posterior_mean(self.mix, y, self.sigma)
-        return ((xhat[:, None] - y) / self.sigma).reshape(z.shape).to(z.dtype)
-
-
-class EnergyOracle(nn.Module):
-    """Energy slot: f(y) = (a²/σ²) E(y/a) = −log p(y), so E(z) = −(σ²/a²) log p(a z)."""
-
-    def __init__(self, mix, sigma, m, in_scale):
-        super().__init__()
-        self.mix, self.sigma, self.m, self.a = mix, sigma, m, in_scale
-
-    def forward(self, z, c=None):
-        y = (z * self.a).reshape(z.shape[0], self.m, -1)
-        return -(self.sigma**2 / self.a**2) * m_density_log_prob(self.mix, y, self.sigma).to(z.dtype)
 
 
 class Counting(nn.Module):

@@ -1,4 +1,5 @@
-"""The dsm baseline against exact answers: oracle Langevin sampling and the irreducible DSM loss."""
+"""The dsm baseline against exact answers: Langevin sampling with its exact model (`DSM.oracle`) and the irreducible
+DSM loss."""
 
 from __future__ import annotations
 
@@ -15,17 +16,6 @@ MIX = GaussianMixture(torch.tensor([[-0.8, 0.0], [0.8, 0.3]]), torch.tensor([0.3
 SPEC = DataSpec("mix", "vector", (2,), (-4.0, 4.0), None, 1000, 100, 4.0, 1.0)
 
 
-class Oracle(nn.Module):
-    """The exact σ-smoothed score in the network slot (net predicts σ·s), so the real code path runs."""
-
-    def __init__(self, sigma):
-        super().__init__()
-        self.sigma, self.smoothed = sigma, MIX.smoothed(sigma)
-
-    def forward(self, x, c=None):
-        return self.sigma * self.smoothed.score(x)
-
-
 def mmd2(x, y, bandwidths=(0.2, 0.5, 1.0, 2.0)) -> float:
     """Unbiased MMD² with a sum of Gaussian kernels of these bandwidths (harness.metrics.toy's estimator)."""
     return mmd2_unbiased(x, y, tuple(bandwidths))
@@ -35,7 +25,7 @@ def test_langevin_with_the_oracle_score_samples_the_smoothed_target():
     sigma, n = 0.3, 600
     method = DSM(DSMConfig(sigma=sigma, steps=3000, step_size=0.005, denoise=False), SPEC)
     g = torch.Generator().manual_seed(0)
-    res = method.sample(ScoreNet(Oracle(sigma), sigma), n, g)
+    res = method.sample(method.oracle(MIX), n, g)
     assert res.nfe == 3000
     target = MIX.smoothed(sigma)
     # threshold: the 99th percentile of real-vs-real MMD² at the same n, plus the O(ε) Langevin bias allowance
@@ -54,16 +44,19 @@ def test_dsm_loss_at_the_exact_score_is_the_irreducible_value():
     g = torch.Generator().manual_seed(1)
     method = DSM(DSMConfig(sigma=sigma), SPEC)
     x = MIX.sample(n, g)
-    loss = method.loss(ScoreNet(Oracle(sigma), sigma), x, g).mean().item()
+    model = method.oracle(MIX)
+    torch.testing.assert_close(model(x[:100].double()), MIX.smoothed(sigma).score(x[:100].double()), rtol=1e-12,
+                               atol=1e-12)
+    loss = method.loss(model, x, g).mean().item()
     y = MIX.smoothed(sigma).sample(n, g)
     irreducible = 2 - sigma**2 * MIX.smoothed(sigma).score(y).pow(2).sum(1).mean().item()
     assert abs(loss - irreducible) < 0.02, (loss, irreducible)
 
-    class Perturbed(Oracle):
+    class Perturbed(nn.Module):
         def forward(self, x, c=None):
-            return super().forward(x) + 0.1
+            return model.net(x, c) + 0.1
 
-    worse = method.loss(ScoreNet(Perturbed(sigma), sigma), x, g).mean().item()
+    worse = method.loss(ScoreNet(Perturbed(), sigma), x, g).mean().item()
     assert worse > loss + 0.015  # exactly 2·0.1² = 0.02 more in expectation
 
 
@@ -73,9 +66,8 @@ def test_chain_traces_its_own_position_and_pays_one_readout_at_the_end():
     sigma = 0.3
     method = DSM(DSMConfig(sigma=sigma, steps=5), SPEC)
     calls = []
-    net = Oracle(sigma)
-    net.register_forward_hook(lambda *a: calls.append(1))
-    model = ScoreNet(net, sigma)
+    model = method.oracle(MIX)
+    model.net.register_forward_hook(lambda *a: calls.append(1))
     chain = method.chain(model)
     g = torch.Generator().manual_seed(0)
     x = chain.step(chain.init(4, g), g)

@@ -1,5 +1,5 @@
-"""The mdsm plugin against known answers: the exact σ0-smoothed energy of a Gaussian mixture stands in for the
-network (E = −log p_σ0), plugged into the method's own loss, sampler and chain."""
+"""The mdsm plugin against known answers: its exact model (`MDSM.oracle`, the σ0-smoothed energy E = −log p_σ0 of a
+Gaussian mixture) stands in for the network, plugged into the method's own loss, sampler and chain."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from oracle_sde_mdsm import (
     RING_GAUSSIAN,
     RING_SPEC,
     SPEC,
-    MixtureEnergy,
     mmd2,
     mmd_threshold,
     seeded_model,
@@ -88,16 +87,17 @@ def test_loss_at_the_exact_energy_is_the_irreducible_value():
     n = 100_000
     method = MDSM(MDSMConfig(sigma_min=SIGMA0, sigma_max=SIGMA0), SPEC)
     x = MIX.sample(n, torch.Generator().manual_seed(0))
-    loss = method.loss(MixtureEnergy(MIX, SIGMA0), x, torch.Generator().manual_seed(1)).mean().item()
+    energy = method.oracle(MIX)
+    loss = method.loss(energy, x, torch.Generator().manual_seed(1)).mean().item()
     y = MIX.smoothed(SIGMA0).sample(n, torch.Generator().manual_seed(2))
     irreducible = (2 - SIGMA0**2 * MIX.smoothed(SIGMA0).score(y).pow(2).sum(1).mean().item()) / SIGMA0**4
     assert abs(loss / irreducible - 1) < 0.02, (loss, irreducible)
 
-    class Shifted(MixtureEnergy):
+    class Shifted(nn.Module):
         def forward(self, x, c=None):
-            return super().forward(x) + x[:, 0]  # ∇E shifted by δ = (1, 0)
+            return energy(x) + x[:, 0]  # ∇E shifted by δ = (1, 0)
 
-    worse = method.loss(Shifted(MIX, SIGMA0), x, torch.Generator().manual_seed(1)).mean().item()
+    worse = method.loss(Shifted(), x, torch.Generator().manual_seed(1)).mean().item()
     assert abs(worse - loss - 1 / SIGMA0**2) < 10, (worse - loss)
 
 
@@ -129,7 +129,8 @@ def test_annealed_sampler_with_the_exact_energy_recovers_modes_and_weights():
     n = 2000) of its weight. ε = 0.2 here: the step must suit the modes' width (0.25), as the paper's 0.02 suits
     images whose stiffest directions have width σ0."""
     method = MDSM(MDSMConfig(step_size=0.2), SPEC)
-    energy = MixtureEnergy(SQUARE, SIGMA0)
+    assert method.config.sigma0 == SIGMA0
+    energy = method.oracle(SQUARE)
     res = method.sample(energy, 2000, torch.Generator().manual_seed(0))
     assert res.nfe == 2701
     dist = torch.cdist(res.samples.double(), SQUARE.means).min(1).values
@@ -145,7 +146,7 @@ def test_stationary_chain_samples_the_smoothed_density_and_reads_out_by_denoisin
     """Long-run Langevin at T = 1 on the exact energy samples p_σ0 (MMD² below twice the real-vs-real 95th
     percentile plus an O(ε²) bias allowance of 1e-3); the readout is Tweedie's E[x | x̃] at σ0, exactly."""
     method = MDSM(MDSMConfig(chain_step_size=0.1, denoise=False), SPEC)
-    energy = MixtureEnergy(OVERLAP, SIGMA0)
+    energy = method.oracle(OVERLAP)
     chain = method.chain(energy)
     assert chain.stationary and chain.describe()["readout"] == "raw state"
     g = torch.Generator().manual_seed(0)

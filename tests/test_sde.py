@@ -1,7 +1,8 @@
-"""The sde plugin against known answers: exact Gaussian-mixture marginals stand in for the network.
+"""The sde plugin against known answers: its exact model (`ScoreSDE.oracle`, the target's marginal scores in the
+network slot of its own ScoreModel) drives every sampler, the loss and the likelihood through their real code path.
 
-The oracle (tests/oracle_sde_mdsm.py) is written from the paper's kernels, independently of plugins/sde.py, and is
-plugged into the method's own ScoreModel, so every sampler, the loss and the likelihood run their real code path.
+The known answers (tests/oracle_sde_mdsm.py) are written from the paper's kernels, independently of plugins/sde.py;
+the oracle is checked against them first.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from oracle_sde_mdsm import (
     RING_GAUSSIAN,
     RING_SPEC,
     SPEC,
-    OracleNet,
     marginal_log_prob,
     marginal_score,
     mmd2,
@@ -30,7 +30,7 @@ from oracle_sde_mdsm import (
 from harness.datasets import DataSpec
 from harness.errors import ConfigError
 from harness.toy import GaussianMixture
-from plugins.sde import PARAMETRISATIONS, SDES, ScoreModel, ScoreSDE, SDEConfig
+from plugins.sde import PARAMETRISATIONS, SDES, MarginalScoreNet, ScoreModel, ScoreSDE, SDEConfig
 
 SIGMA_MAX = 20.0  # VE's σ_max in these tests (the prior N(0, σ_max²) then nearly equals p_1)
 
@@ -40,9 +40,29 @@ def make(sde: str, **overrides) -> ScoreSDE:
 
 
 def oracle_model(method: ScoreSDE, mix=MIX, convention: str | None = None) -> ScoreModel:
-    kernel = {"sigma_max": method.config.sigma_max, "sigma_min": method.config.sigma_min,
-              "beta_min": method.config.beta_min, "beta_max": method.config.beta_max}
-    return method.score_model(OracleNet(mix, method.sde.name, convention or method.config.parametrisation, **kernel))
+    """The method's own oracle; with `convention`, the exact net emitting that other convention in its ScoreModel."""
+    if convention is None:
+        return method.oracle(mix)
+    return method.score_model(MarginalScoreNet(mix, method.sde, convention))
+
+
+@pytest.mark.parametrize("convention", sorted(PARAMETRISATIONS))
+@pytest.mark.parametrize("name", SDES)
+def test_oracle_is_the_exact_marginal_score_of_the_papers_kernel(name, convention):
+    """`ScoreSDE.oracle` against the independent reference: the mixture's marginal under the paper's kernel
+    (eq. 29-34), at random (x, t) in float64 and through float32 inputs; its raw output is that convention's."""
+    method = make(name, parametrisation=convention)
+    model = oracle_model(method)
+    g = torch.Generator().manual_seed(0)
+    t = 1e-5 + (1 - 1e-5) * torch.rand(256, generator=g, dtype=torch.float64)
+    x = 3 * torch.randn(256, 2, generator=g, dtype=torch.float64)
+    alpha, sigma = ref_kernel(name, t, sigma_max=SIGMA_MAX)
+    exact = marginal_score(MIX, x, alpha, sigma)
+    torch.testing.assert_close(model(x, t), exact, rtol=1e-9, atol=1e-9)
+    out = PARAMETRISATIONS[convention].to_output(exact, sigma[:, None])
+    torch.testing.assert_close(model.net(x, t), out, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(model(x.float(), t.float()).double(), exact, rtol=2e-4, atol=1e-4)
+    assert not list(model.parameters()) and model.net.calls == 3
 
 
 # the SDEs ------------------------------------------------------------------------------------------------------
@@ -178,12 +198,15 @@ def test_dsm_loss_at_the_exact_score_is_the_irreducible_value(name):
     irreducible = (2 - sigma**2 * marginal_score(MIX, xt, alpha, sigma).pow(2).sum(1)).mean().item()
     assert abs(loss - irreducible) < 0.03, (loss, irreducible)
 
-    class Shifted(OracleNet):
-        def forward(self, x, t):
-            return super().forward(x, t) + 0.1
+    class Shifted(torch.nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
 
-    kernel = {"sigma_max": SIGMA_MAX}
-    shifted = method.score_model(Shifted(MIX, name, method.config.parametrisation, **kernel))
+        def forward(self, x, t):
+            return self.net(x, t) + 0.1
+
+    shifted = method.score_model(Shifted(oracle_model(method).net))
     worse = method.loss(shifted, x0, torch.Generator().manual_seed(2)).mean().item()
     assert abs(worse - loss - 0.02) < 0.004, (worse, loss)  # ‖δ‖² = 2 · 0.1²
 
@@ -287,7 +310,7 @@ def test_the_two_sample_threshold_rejects_plausible_mistakes(threshold):
     swapped = GaussianMixture(MIX.means, MIX.stds, MIX.weights.flip(0))
     assert mmd2(swapped.sample(500, g), MIX.sample(500, g)) > 10 * threshold
     method = make("ve", sampler="euler_maruyama", steps=250)
-    crossed = method.score_model(OracleNet(MIX, "ve", "noise", sigma_max=SIGMA_MAX))
+    crossed = oracle_model(method, convention="noise")
     bad = method.sample(crossed, 500, g).samples
     assert not torch.isfinite(bad).all() or mmd2(bad, MIX.sample(500, g)) > 10 * threshold
 
@@ -338,7 +361,7 @@ def test_bits_per_dim_of_8bit_images_uses_the_dequantisation_change_of_variables
     g = torch.Generator().manual_seed(0)
     x = mix.sample(16, g).clamp(-1, 1)
     x = ((x + 1) / 2 * 255).round() / 255 * 2 - 1  # what an 8-bit data set gives in model space
-    model = method.score_model(OracleNet(mix, "vp", "noise"))
+    model = method.oracle(mix)
     bpd = method.bits_per_dim(model, x.reshape(16, *d_shape), torch.Generator().manual_seed(1)).double()
     k = ((x + 1) / 2 * 255).round()
     centre = (k + 0.5) / 128 - 1

@@ -131,29 +131,10 @@ def test_fd_ssm_converges_to_autograd_ssm_at_second_order(parametrisation):
 
 # identities at the exact score -------------------------------------------------------------------------
 
-class LadderOracle(nn.Module):
-    """Score-net slot: s(x, σ) = net(x, log σ)/σ, so net = σ ∇log p_σ(x) for the mixture smoothed at σ (exact)."""
-
-    def __init__(self, mix):
-        super().__init__()
-        self.mix = mix
-
-    def forward(self, x, c=None):
-        sig = c.exp() if c is not None else torch.ones(x.shape[0], dtype=x.dtype)
-        out = torch.empty_like(x)
-        for s in sig.unique():
-            rows = sig == s
-            smoothed = self.mix.smoothed(s.item()) if c is not None else self.mix
-            out[rows] = (s * smoothed.score(x[rows].double())).to(x.dtype)
-        return out
-
-
 def oracle_method(noise="ladder", **cfg):
+    """The plugin's own exact model (`SSM.oracle`): s(x, σ) = ∇log p_σ(x) of MIX3 in the net slot."""
     method = SSM(SSMConfig(noise=noise, **cfg), SPEC2)
-    with seeded_init(0):
-        model = method.build_model(mlp_factory(width=8, depth=1))
-    model.net = LadderOracle(MIX3)
-    return method, model
+    return method, method.oracle(MIX3)
 
 
 def test_loss_at_the_exact_score_is_minus_half_the_fisher_information_and_a_shift_costs_half_its_square():
@@ -167,11 +148,15 @@ def test_loss_at_the_exact_score_is_minus_half_the_fisher_information_and_a_shif
 
     delta = torch.tensor([0.3, -0.4], dtype=F64)
 
-    class Shifted(LadderOracle):
-        def forward(self, x, c=None):
-            return super().forward(x, c) + delta
+    class Shifted(nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
 
-    model.net = Shifted(MIX3)
+        def forward(self, x, c=None):
+            return self.net(x, c) + delta
+
+    model.net = Shifted(model.net)
     shifted = method.loss(model, x, torch.Generator().manual_seed(6))
     assert abs((shifted - loss).mean().item() - 0.5 * delta.pow(2).sum().item()) < 0.01
 

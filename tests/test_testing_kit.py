@@ -255,6 +255,41 @@ def test_score_fn_declaring_the_wrong_noise_level_fails():
     assert "relative squared error" in failed(rep)["vector: score_fn capability"]
 
 
+class WithOracle(Good):
+    """Good, with the exact net σ ∇log p_σ in its model slot as its oracle."""
+
+    name = "with_oracle"
+    oracle_level = None  # None: the method's own σ (correct)
+
+    def oracle(self, target):
+        from harness.oracles import FixedScoreNet
+
+        level = self.config.sigma if self.oracle_level is None else self.oracle_level
+        return FixedScoreNet(target, level, self.config.sigma)
+
+
+def test_the_kit_uses_the_oracle_instead_of_training_and_holds_it_to_float_tolerance():
+    rep = check_method(WithOracle, kinds=("vector",))
+    assert rep.ok, rep.summary()
+    names = {r.name for r in rep.results if r.status == "pass"}
+    assert {"vector: oracle capability", "vector: stationary chain leaves the target invariant"} <= names
+    assert "vector: brief training stays finite" not in {r.name for r in rep.results}  # no training
+    assert rep.info["vector: model"] == "oracle"
+    assert rep.info["vector: score relative squared error"] < 1e-10
+    plain = check_method(Good, kinds=("vector",), train_steps=0, raise_on_failure=False)
+    assert "vector: oracle capability" not in {r.name for r in plain.results}  # the path without an oracle
+
+
+def test_an_oracle_at_the_wrong_level_fails_the_score_check():
+    class Off(WithOracle):  # exact, but for the data smoothed at 0.35 instead of σ = 0.3
+        name = "off_oracle"
+        oracle_level = 0.35
+
+    rep = check_method(Off, kinds=("vector",), raise_on_failure=False)
+    assert "vector: score_fn capability" in failed(rep), rep.summary()
+    assert "relative squared error" in failed(rep)["vector: score_fn capability"]
+
+
 def test_kit_data_is_the_documented_gaussian():
     x = GaussianData().split("train")[0]
     assert x.shape == (2048, 2)
@@ -319,4 +354,6 @@ def _builtin_methods():
 def test_builtin_method_conforms(name):
     from harness.plugins import get_plugin_host
 
-    check_method(get_plugin_host().registries["methods"].get(name))
+    rep = check_method(get_plugin_host().registries["methods"].get(name))
+    assert rep.info["vector: model"] == "oracle"  # every built-in has one: the kit checks it, not a brief training
+    assert rep.info.get("vector: score relative squared error", 0.0) < 1e-6

@@ -13,9 +13,7 @@ from oracle_wj_ssm import (
     MIX3,
     SPEC2,
     Counting,
-    EnergyOracle,
-    MDAEOracle,
-    UniversalOracle,
+    m_density_log_prob,
     m_density_score,
     mlp_factory,
     mmd2,
@@ -37,17 +35,10 @@ TAU = SIGMA / math.sqrt(M)
 
 
 def oracle_model(parametrisation: str, sigma: float = SIGMA, m: int = M, **cfg):
-    """The plugin's own model with the exact answer in its network slot, so the real code path runs."""
+    """The plugin's own exact model (`WalkJump.oracle`): its parametrisation with the exact answer in the network
+    slot, so the real code path runs."""
     method = WalkJump(WalkJumpConfig(parametrisation=parametrisation, sigma=sigma, M=m, **cfg), SPEC2)
-    with seeded_init(0):
-        model = method.build_model(mlp_factory(width=8, depth=1))
-    if parametrisation == "universal":
-        model.net = UniversalOracle(MIX3, model.tau, model.in_scale)
-    elif parametrisation == "mdae":
-        model.net = MDAEOracle(MIX3, sigma, m, model.in_scale)
-    else:
-        model.energy = EnergyOracle(MIX3, sigma, m, model.in_scale)
-    return method, model
+    return method, method.oracle(MIX3)
 
 
 def jump_law(tau):
@@ -74,6 +65,8 @@ def test_oracle_scores_equal_the_autograd_score_of_the_exact_m_density(parametri
     chain = method.chain(model)
     torch.testing.assert_close(chain.readout(WalkState(y, torch.zeros_like(y))), posterior_mean(MIX3, y, SIGMA),
                                rtol=1e-9, atol=1e-9)
+    if parametrisation == "energy":  # the oracle's free energy is −log p(y) itself, constant included
+        torch.testing.assert_close(model.free_energy(y), -m_density_log_prob(MIX3, y, SIGMA), rtol=1e-10, atol=1e-10)
 
 
 def test_universal_is_permutation_equivariant_and_mdae_is_not():
