@@ -398,18 +398,9 @@ def _checkpoint_step(run_dir: Path) -> int | None:
 def _skip_on_resume(job: Job, out: Path):
     """What `run_job(resume=True)` would answer without running: a finished job (ok/diverged) is skipped, and so
     is one whose record belongs to another live process. None: the job must run."""
-    from harness.runner import JobOutcome, _live_elsewhere
+    from harness.runner import _resume_skip
 
-    run_dir = out / "runs" / job.run_id
-    prev = _read(run_dir) if (run_dir / "record.json").exists() else None
-    if prev is None:
-        return None
-    if prev["status"] in ("ok", "diverged"):
-        return JobOutcome(job.run_id, prev["status"], run_dir, "already complete (resumed: skipped)")
-    if _live_elsewhere(prev):
-        return JobOutcome(job.run_id, "running", run_dir,
-                          f"still running as pid {prev.get('pid')} on {prev.get('host')} (not started again)")
-    return None
+    return _resume_skip(job, out / "runs" / job.run_id)
 
 
 def _ordered(suite: Suite, outcomes: dict[int, Any], seen: dict[str, int]) -> list:
