@@ -22,6 +22,8 @@ from typing import Any
 from harness.errors import ConfigError, did_you_mean
 
 PRECISIONS = ("fp32", "bf16")
+MODELS = ("trained", "oracle")  # suite.model
+ORACLE_TRACK = "sampler-oracle"  # record["track"] of runs with suite.model = "oracle"
 
 
 def _at_least(key: str, value: float, low: float, note: str = "") -> None:
@@ -52,6 +54,14 @@ class SuiteConfig:
     download: bool = False
     plugins_dir: str = ""
     threads: int = 0  # CPU threads (torch, BLAS); 0: the cores this process may use, at most torch's setting
+    # "trained": train each method's model, then sample and evaluate (the default); "oracle": the sampler track, no
+    # training: each method's sampler runs on `method.oracle(dataset.target)`, its parametrisation of the exact
+    # target (every method needs an oracle, every data set an exact target); records carry track "sampler-oracle"
+    model: str = "trained"
+
+    def __post_init__(self):
+        if self.model not in MODELS:
+            raise ConfigError(did_you_mean("suite.model", self.model, MODELS))
 
 
 @dataclass
@@ -293,6 +303,8 @@ class Job:
             "eval": _fingerprint_section("eval", dataclasses.asdict(self.eval)),
             "method_options": self.method_options, "backbone_options": self.backbone_options,
             "metric_options": self.metric_options,
+            # the sampler track (exact scores, no training) is another job than training the same method
+            **({"model": self.suite.model} if self.suite.model != "trained" else {}),
         }
 
     @property

@@ -857,6 +857,72 @@ def _save(fig, path: Path) -> None:
     _pyplot().close(fig)
 
 
+# the sampler track --------------------------------------------------------------------------------------------
+
+BIAS_METRICS = (("bias_evals", "method's protocol"), ("bias_evals_every_step", "readout every step"))
+
+
+def bias_curves(records: list[dict[str, Any]]) -> dict[str, dict[str, list[tuple[str, list, list, bool]]]]:
+    """data set -> method label -> [(curve name, evaluations, b², reached)] from the sampler track's ok records
+    (the `bias` metric's details; the lowest seed per method)."""
+    out: dict[str, dict[str, list]] = {}
+    for r in sorted(records, key=lambda r: (r["dataset"], r["method"], r["seed"])):
+        if r.get("status") != "ok":
+            continue
+        per = out.setdefault(r["dataset"], {})
+        if r["method"] in per:
+            continue
+        curves = []
+        for key, what in BIAS_METRICS:
+            entry = (r.get("metrics") or {}).get(key)
+            curve = ((entry or {}).get("details") or {}).get("curve")
+            if curve:
+                name = f"{what}: {(entry['protocol'] or {}).get('positions', '')}"
+                curves.append((name, curve["evals"], curve["bias2"], not entry.get("lower_bound")))
+        per[r["method"]] = curves
+    return out
+
+
+def samplers_section(page: Page, records: list[dict[str, Any]]) -> str:
+    """One plot per target: squared bias b² (max over coordinates of E[x] and E[x²], normalised by the target's
+    variance) of the pooled running estimate against the network evaluations spent over all chains, one line per
+    method (dashed: the readout at every step), the 1% tolerance marked."""
+    per = bias_curves(records)
+    parts = ["<p>Each method's own sampler on its model of the exact target (no training): squared bias of the "
+             "running estimates of E[x] and E[x²] (max over coordinates, normalised by the target's variance; "
+             "harness.metrics.bias) against network evaluations over all chains. The dotted line is the 1% "
+             "tolerance; methods without a stationary chain (annealed samplers) have no curve.</p>"]
+    plt = _pyplot()
+    drawn = 0
+    for ds in sorted(per):
+        methods = {m: c for m, c in per[ds].items() if c}
+        if not methods:
+            parts.append(f"<p>{e(ds)}: no stationary chain recorded a bias curve.</p>")
+            continue
+        fig, ax = plt.subplots(figsize=(6.5, 4.0), dpi=100, layout="constrained")
+        for i, (m, curves) in enumerate(sorted(methods.items())):
+            for j, (name, x, y, _) in enumerate(curves):
+                pts = [(a, b) for a, b in zip(x, y, strict=True) if a and b is not None and a > 0 and b > 0]
+                if pts:
+                    ax.plot(*zip(*pts, strict=True), color=f"C{i}", ls="-" if j == 0 else "--", lw=1.3,
+                            label=m if j == 0 else f"{m} ({name.split(': ', 1)[-1]})")
+        ax.axhline(0.01, color="k", ls=":", lw=1)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("network evaluations (all chains)")
+        ax.set_ylabel("b² (max over coordinates)")
+        ax.set_title(f"{ds}: bias against evaluations", fontsize=10)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7)
+        rel = f"img/plots/{ds}_bias.png"
+        _save(fig, page.out / rel)
+        drawn += 1
+        parts.append(f"<figure>{page.img(rel, 'bias against evaluations on ' + ds, 650)}<figcaption>{e(ds)}: "
+                     "solid, the method's own protocol (walk-jump: a jump every k walk steps; Langevin chains: the "
+                     "chain's position every step); dashed, the readout at every step</figcaption></figure>")
+    return "\n".join(parts)
+
+
 # the page ----------------------------------------------------------------------------------------------------
 
 def _template() -> Template:
@@ -892,6 +958,13 @@ def build_report(results: Path, out: Path | None = None, *, metric: str | None =
     validity = validity_section(page, results)
     if validity is not None:
         page.section("validity", "Metric validity", validity)
+    oracle = [r for r in records if r.get("track") == lb.tables.ORACLE_TRACK]
+    if oracle:
+        page.section("samplers", "Samplers with exact scores", samplers_section(page, oracle))
+    # the per-data-set sections show trained runs; the sampler track has its own section above
+    records = [r for r in records if r.get("track") != lb.tables.ORACLE_TRACK]
+    runs = runs[runs["track"] != lb.tables.ORACLE_TRACK]
+    values = values[values["run_id"].isin(set(runs["run_id"]))]
     reps = representative_runs(records, runs)
     label_of = {}
     for ds in reps:

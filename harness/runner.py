@@ -33,7 +33,7 @@ from harness.backbones import BackboneFactory, count_parameters
 from harness.config import Job, Suite
 from harness.datasets import Dataset
 from harness.errors import ConfigError, UsageError, did_you_mean
-from harness.method import Method
+from harness.method import Method, has_oracle
 from harness.metrics import EvalContext, MetricValue
 from harness.metrics import throughput as T
 from harness.plugins import PluginHost
@@ -219,6 +219,28 @@ def build_components(host: PluginHost, job: Job, device: torch.device) -> Compon
     return Components(dataset, method, model.to(device), factory)
 
 
+def check_oracle_suite(host: PluginHost, suite: Suite) -> None:
+    """suite.model = "oracle" runs each method's sampler on its model of the exact target: every method must implement
+    `oracle(target)` and every data set must have an exact target (the toy targets); otherwise a ConfigError names
+    the ones that do not and those that do."""
+    regs = host.registries
+    methods = {m: regs["methods"].get(m) for m in suite.suite.methods}
+    missing = sorted(m for m, cls in methods.items() if not has_oracle(cls))
+    if missing:
+        able = sorted(n for n in regs["methods"].names() if has_oracle(regs["methods"].get(n)))
+        raise ConfigError(f"{suite.source}: suite.model = \"oracle\" needs Method.oracle(target); method(s) "
+                          f"{', '.join(missing)} have none. Methods with an oracle: {', '.join(able) or '(none)'}; "
+                          "or set suite.model = \"trained\"")
+    no_target = []
+    for ds in suite.suite.datasets:
+        job = next((j for j in suite.jobs if j.dataset == ds), None)
+        if job is not None and load_dataset(host, job).target is None:
+            no_target.append(ds)
+    if no_target:
+        raise ConfigError(f"{suite.source}: suite.model = \"oracle\" needs data sets with an exact target; "
+                          f"{', '.join(no_target)} have none (use toy targets such as ring8, grid25, banana)")
+
+
 def validate_suite(host: PluginHost, suite: Suite) -> None:
     """Check every name and option before anything runs, so a typo costs nothing (exit code 2)."""
     regs = host.registries
@@ -232,6 +254,8 @@ def validate_suite(host: PluginHost, suite: Suite) -> None:
         for name in sorted(tables):
             if name not in regs[kind]:
                 raise ConfigError(f"{suite.source}: [{kind}.{name}]: " + did_you_mean(noun, name, regs[kind].names()))
+    if suite.suite.model == "oracle":
+        check_oracle_suite(host, suite)
     for job in suite.jobs:
         regs["methods"].get(job.method).make_config(job.method_options)
         D.check_split(job.train.batch_size, job.eval.n_samples, f"{suite.source}: {job.method} on {job.dataset}")
@@ -810,6 +834,48 @@ def _base_record(host: PluginHost, job: Job, device: torch.device, out: Path | N
     }
 
 
+@dataclass
+class _NoTraining:
+    """What the rest of `run_job` reads of a TrainState, for an oracle model that is never trained."""
+
+    model: nn.Module
+    ema: nn.Module | None = None
+    step: int = 0
+    seconds: float = 0.0
+    timed_steps: int = 0
+    timed_seconds: float = 0.0
+    checkpoint_step: int | None = None
+
+
+def _oracle_setup(job: Job, rec: dict[str, Any], comp: Components,
+                  device: torch.device) -> tuple[_NoTraining, dict[str, Any], dict[str, Any]]:
+    """suite.model = "oracle": the method's model of the exact target (`method.oracle(dataset.target)`) replaces
+    training. The record says so (track "sampler-oracle", model "oracle", no training, no checkpoint); training
+    timings are zero."""
+    from harness.config import ORACLE_TRACK
+
+    target = comp.dataset.target
+    if target is None:
+        raise ConfigError(f"suite.model = \"oracle\": data set {job.dataset!r} has no exact target")
+    with seeded_init(job.seed):
+        model = comp.method.oracle(target)
+    model = model.to(device).eval()
+    comp.model = model
+    rec["track"] = ORACLE_TRACK
+    rec["model"] = {"kind": "oracle", "class": type(model).__name__,
+                    "what": "the method's own parametrisation built from the exact target (Method.oracle); "
+                            "its sample, chain and score_fn run unchanged on it"}
+    rec["params"] = count_parameters(model)
+    rec["budget"] = {"steps": 0, "seconds": 0.0}
+    rec["train"] = {"steps": 0, "seconds": 0.0, "stopped_by": "oracle (no training)", "final_loss": None,
+                    "loss_curve": []}
+    rec["execution"] = {"precision": "fp32", "compile": accel.option_entry(False, False),
+                        "channels_last": accel.option_entry(False, False), "tf32": accel.option_entry(False, False),
+                        "cuda_graphs": accel.option_entry(job.eval.cuda_graphs, False)}
+    T.reset_peak_memory(device)
+    return _NoTraining(model), {}, T.peak_memory(device)
+
+
 def run_job(host: PluginHost, job: Job, out: Path, *, resume: bool = False, progress: bool = True) -> JobOutcome:
     """Train, sample, evaluate and record one job. Never raises for a job's own failure: it is recorded.
 
@@ -847,32 +913,39 @@ def run_job(host: PluginHost, job: Job, out: Path, *, resume: bool = False, prog
         rec["config"]["backbone"] = {"name": comp.backbone.name, **comp.backbone.options}
         rec["params"] = count_parameters(comp.model)
         rec["spec"] = asdict(comp.dataset.spec)
-        state = make_train_state(job, comp.model, device, group)
-        ckpt = _load_checkpoint(ckpt_path, device, group) if resume else None
-        if ckpt is not None:
-            state.restore(ckpt)
-            rec["resumed_from_step"] = rec["checkpoint_step"] = state.step
-            noise = restore_noise(state, ckpt, job.seed, group, device)
-            rec["distributed"]["resumed"] = {"from_world_size": ckpt.get("world_size", 1), "noise": noise}
-        del ckpt
-        data = comp.dataset.split("train")[0].to(device)  # on the device for the whole run: no host round trip
-        # training FLOPs per step: FlopCounterMode on a copy of the eager model, a few examples, scaled to the batch
-        train_flops = T.train_flops(comp.method, comp.model, data, job.train.batch_size,
-                                    make_generator(job.seed, "flops/train", device))
-        rec["execution"] = execution = apply_execution_options(job, comp, state, device)
-        writer.save(rec)
-        T.reset_peak_memory(device)
-        current = "training"
-        with phase("training"):
-            stopped_by = train(job, comp, state, data, device, ckpt_path, progress, on_checkpoint=checkpointed,
-                               execution=execution, group=group)
-        train_peak = T.peak_memory(device)
-        rec["artifacts"]["checkpoint"] = CHECKPOINT
-        rec["train"] = {"steps": state.step, "seconds": state.seconds, "stopped_by": stopped_by,
-                        "final_loss": state.losses[-1] if state.losses else None,
-                        "loss_curve": _thin(state.losses, 200)}
-        writer.save(rec)
-        sample_model = state.ema if state.ema is not None else state.model
+        if job.suite.model == "oracle":  # the sampler track: exact scores in the method's parametrisation
+            state, train_flops, train_peak = _oracle_setup(job, rec, comp, device)
+            execution = rec["execution"]
+            writer.save(rec)
+            sample_model = state.model
+        else:
+            state = make_train_state(job, comp.model, device, group)
+            ckpt = _load_checkpoint(ckpt_path, device, group) if resume else None
+            if ckpt is not None:
+                state.restore(ckpt)
+                rec["resumed_from_step"] = rec["checkpoint_step"] = state.step
+                noise = restore_noise(state, ckpt, job.seed, group, device)
+                rec["distributed"]["resumed"] = {"from_world_size": ckpt.get("world_size", 1), "noise": noise}
+            del ckpt
+            data = comp.dataset.split("train")[0].to(device)  # on the device for the whole run: no host round trip
+            # training FLOPs per step: FlopCounterMode on a copy of the eager model, a few examples, scaled to the
+            # batch
+            train_flops = T.train_flops(comp.method, comp.model, data, job.train.batch_size,
+                                        make_generator(job.seed, "flops/train", device))
+            rec["execution"] = execution = apply_execution_options(job, comp, state, device)
+            writer.save(rec)
+            T.reset_peak_memory(device)
+            current = "training"
+            with phase("training"):
+                stopped_by = train(job, comp, state, data, device, ckpt_path, progress, on_checkpoint=checkpointed,
+                                   execution=execution, group=group)
+            train_peak = T.peak_memory(device)
+            rec["artifacts"]["checkpoint"] = CHECKPOINT
+            rec["train"] = {"steps": state.step, "seconds": state.seconds, "stopped_by": stopped_by,
+                            "final_loss": state.losses[-1] if state.losses else None,
+                            "loss_curve": _thin(state.losses, 200)}
+            writer.save(rec)
+            sample_model = state.ema if state.ema is not None else state.model
         T.reset_peak_memory(device)
         current = "sampling"
         with phase(f"sampling {job.eval.n_samples}"), \

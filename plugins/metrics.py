@@ -350,6 +350,70 @@ def compute_mixing(ctx: EvalContext) -> dict[str, MetricValue]:
     return out
 
 
+# bias of stationary chains against exact moments ---------------------------------------------------------------
+
+BIAS_DEFAULTS = {"n_chains": 32, "steps": 2000, "burn_in": 0, "tolerance": 0.01, "every_step": True}
+
+
+def compute_bias(ctx: EvalContext) -> dict[str, MetricValue]:
+    """Evaluations (and GFLOPs) until the squared bias of the pooled running estimates of E[x] and E[x²] stays below
+    the tolerance (harness.metrics.bias): ``bias_evals`` / ``bias_gflops`` under the method's own protocol,
+    ``bias_evals_every_step`` for chains with a paid readout read out at every step. The curves are in details."""
+    from harness.metrics import bias as B
+    from harness.metrics import mixing as M
+    from harness.metrics.throughput import FLOPS_COUNTED
+
+    _check_options(ctx, "bias", BIAS_DEFAULTS)
+    cfg = {**BIAS_DEFAULTS, **ctx.options}
+    moments = B.target_moments(ctx.dataset.target)
+    seed = int(torch.randint(0, 2**62, (1,), generator=ctx.generator))
+    g = torch.Generator(device=ctx.device).manual_seed(seed)
+    curves = B.run_bias(ctx.chain, moments, int(cfg["n_chains"]), int(cfg["steps"]), g, burn_in=int(cfg["burn_in"]),
+                        tol=float(cfg["tolerance"]), every_step=bool(cfg["every_step"]))
+    try:
+        flops = M.chain_flops(ctx.chain, torch.Generator(device=ctx.device).manual_seed(seed ^ 0xB1A5))
+    except Exception as exc:  # noqa: BLE001 - FLOPs are context, not the measurement
+        flops = {"gflops_per_chain_step": None, "gflops_per_readout": None, "error": f"{type(exc).__name__}: {exc}"}
+    chain = ctx.chain
+    nfe_step, readout_nfe = int(chain.nfe_per_step), int(getattr(chain, "readout_nfe", 0))
+    g_step, g_read = flops.get("gflops_per_chain_step"), flops.get("gflops_per_readout") or 0.0
+
+    def gflops_per_eval(curve) -> float | None:
+        if g_step is None:
+            return None
+        if curve.positions == "readout every step":
+            return (g_step + g_read) / (nfe_step + readout_nfe)
+        k = curve.extra.get("readout_every")
+        if k:
+            return (k * g_step + g_read) / (k * nfe_step + readout_nfe)
+        return g_step / nfe_step
+
+    protocol = {"tolerance": float(cfg["tolerance"]), "n_chains": int(cfg["n_chains"]), "steps": int(cfg["steps"]),
+                "burn_in": int(cfg["burn_in"]),
+                "estimator": "running average over all chains and every recorded point after burn-in (pooled)",
+                "bias2": "max(max_i (Ê[x_i] − E x_i)²/Var x_i, max_i (Ê[x_i²] − E x_i²)²/Var x_i²)",
+                "evaluations": "network evaluations over all chains (steps × nfe_per_step + readouts × readout_nfe); "
+                               "the first point after which b² stays below tolerance",
+                "moments": moments.source, "flops": FLOPS_COUNTED}
+    out = {}
+    for key, name in (("protocol", "bias_evals"), ("every_step", "bias_evals_every_step")):
+        curve = curves.get(key)
+        if curve is None:
+            continue
+        evals, reached = curve.to_tolerance
+        gpe = gflops_per_eval(curve)
+        details = {**curve.details(), "gflops_per_eval": gpe, "chain": chain.describe()}
+        if key == "protocol" and "trace" in curves:  # the chain's own position, unpaid: for comparison
+            t = curves["trace"].details()
+            details["trace"] = {k: t[k] for k in ("positions", "curve", "final_bias2", "reached", "evals_per_chain")}
+        proto = {**protocol, "positions": curve.positions}
+        out[name] = MetricValue(evals, False, protocol=proto, details=details, lower_bound=not reached)
+        if key == "protocol" and gpe is not None:
+            out["bias_gflops"] = MetricValue(evals * gpe, False, protocol=proto, lower_bound=not reached,
+                                             details={"gflops_per_eval": gpe, **flops})
+    return out
+
+
 # quality against NFE -----------------------------------------------------------------------------------------
 
 # n 0: all samples, at most 500 vectors / 300 images; reference: the FID reference split for images (as fid_cnn's)
@@ -455,6 +519,10 @@ METRICS = (
     Metric("mixing", "Stationary-chain mixing of the chain's own trace: autocorrelation time, ESS, split-R̂, "
            "nested R̂, ESS per 1k chain-step NFE and per second (readouts apart), mode hopping",
            True, BOTH, compute_mixing, frozenset({"chain"}), options=frozenset(MIXING_DEFAULTS["vector"])),
+    Metric("bias", "Evaluations (and GFLOPs) until the squared bias of the running estimates of E[x] and E[x²], "
+           "normalised by the target's variance, stays below 0.01 (stationary chains, exact moments); "
+           "bias_evals, bias_gflops, bias_evals_every_step", False, VECTOR, compute_bias,
+           frozenset({"chain", "target"}), options=frozenset(BIAS_DEFAULTS)),
 )
 
 

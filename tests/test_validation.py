@@ -72,7 +72,7 @@ def test_metric_for_the_wrong_data_kind_names_metric_dataset_and_what_applies(ho
     assert "'fid_cnn'" in msg and "'gauss2'" in msg and "vector data" in msg
     applies = msg.split("Metrics that apply here: ")[1].split(";")[0].split(", ")
     # gauss2 has an exact target; tiny has a stationary chain and a sampler length, but no score or likelihood
-    assert applies == ["energy_distance", "mixing", "mmd", "mode_coverage", "nfe_curve", "sliced_wasserstein"]
+    assert applies == ["bias", "energy_distance", "mixing", "mmd", "mode_coverage", "nfe_curve", "sliced_wasserstein"]
 
 
 def test_image_metric_list_for_digits(host, tiny_config):

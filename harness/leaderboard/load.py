@@ -81,8 +81,13 @@ def variant_config(rec: dict[str, Any]) -> dict[str, Any]:
 
 
 def budget(rec: dict[str, Any]) -> dict[str, Any]:
+    """The training budget; a record of another track (the sampler track's "sampler-oracle": no training) names its
+    track too, so its runs are never grouped, deduplicated or ranked with trained ones."""
     b = rec.get("budget") or {}
-    return {"steps": b.get("steps"), "seconds": b.get("seconds")}
+    out = {"steps": b.get("steps"), "seconds": b.get("seconds")}
+    if rec.get("track"):
+        out["track"] = str(rec["track"])
+    return out
 
 
 def _newest_first(rec: dict[str, Any]) -> tuple:
@@ -124,7 +129,7 @@ def dedupe(recs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]
 
 RUN_COLS = ["run_id", "path", "method", "dataset", "seed", "status", "variant", "variant_config", "budget", "error",
             "nfe", "train_seconds", "params", "metric_errors", "train_steps", "steps_per_second", "sample_seconds",
-            "gflops_per_sample", "grad_evals_per_sample", "sampling", "train_pflops", "mfu"]
+            "gflops_per_sample", "grad_evals_per_sample", "sampling", "train_pflops", "mfu", "track"]
 VAL_COLS = ["run_id", "method", "dataset", "seed", "variant", "budget", "metric", "value", "higher_is_better",
             "floor", "protocol", "protocol_key", "reliable", "stderr", "lower_bound", "label", "status", "bound"]
 
@@ -176,7 +181,7 @@ def _record_rows(r: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]
         "gflops_per_sample": to_number(t.get("sample_gflops_per_sample")),
         "grad_evals_per_sample": to_number(t.get("grad_evals_per_sample", r.get("grad_evals_per_sample"))),
         "train_pflops": to_number(t.get("train_pflops")), "mfu": to_number(t.get("mfu")),
-        "sampling": sampling_protocol(r),
+        "sampling": sampling_protocol(r), "track": str(r.get("track") or ""),
     }
     metrics = r.get("metrics") or {}
     if not isinstance(metrics, dict):

@@ -13,19 +13,21 @@ from harness.leaderboard.load import canonical
 from harness.leaderboard.tables import Row, Table, _brief, describe, flatten
 
 FORMATS = ("md", "csv", "json", "html")
+RANKED_KINDS = ("quality", "mixing", "samplers")  # tables with a rank column
+TOP_KINDS = ("quality", "samplers")  # tables that head a group (their own heading level and protocol line)
 
 
 def _row_cells(t: Table, r: Row) -> list[str]:
     extra = [r.extra[c].text() if c in r.extra else "" for c in t.columns]
     seeds = "" if r.is_floor else str(r.value.n)
-    if t.kind in ("quality", "mixing"):
+    if t.kind in RANKED_KINDS:
         return [r.rank_text, r.label, r.value.text() or r.note, seeds, r.runs, *extra]
     seeds = str(max((c.n for c in r.extra.values()), default=0))
     return [r.label, seeds if not r.note else r.note, r.runs, *extra]
 
 
 def _header(t: Table) -> list[str]:
-    if t.kind in ("quality", "mixing"):
+    if t.kind in RANKED_KINDS:
         head = f"{t.metric_label or t.metric} (95% CI)" if t.metric else "value"
         return ["rank", "method", head, "seeds", "runs", *t.columns]
     return ["method", "seeds", "runs", *t.columns]
@@ -48,7 +50,7 @@ def _differs_line(t: Table) -> str:
 def to_markdown(tables: list[Table], problems: list[str]) -> str:
     out = ["# Leaderboard", ""] if tables else ["No run records found.", ""]
     for t in tables:
-        out += [f"## {t.title}", ""] if t.kind == "quality" else [f"### {t.title}", ""]
+        out += [f"## {t.title}", ""] if t.kind in TOP_KINDS else [f"### {t.title}", ""]
         if t.differs and t.kind == "quality":
             out += [_differs_line(t), ""]
         head = _header(t)
@@ -57,7 +59,7 @@ def to_markdown(tables: list[Table], problems: list[str]) -> str:
         for r in t.rows:
             out.append("| " + " | ".join(_md_escape(c) for c in _row_cells(t, r)) + " |")
         out.append("")
-        if t.kind == "quality":
+        if t.kind in TOP_KINDS:
             out += [f"Protocol: {_protocol_line(t)}", ""]
         out += [f"Note: {n}" for n in t.notes] + ([""] if t.notes else [])
     if problems:
@@ -135,7 +137,7 @@ def to_html_fragment(tables: list[Table], problems: list[str], heading_level: in
     if not tables:
         out.append("<p>No run records found.</p>")
     for t in tables:
-        h = f"h{heading_level if t.kind == 'quality' else heading_level + 1}"
+        h = f"h{heading_level if t.kind in TOP_KINDS else heading_level + 1}"
         out.append(f'<{h} class="board-title">{e(t.title)}</{h}>')
         if t.differs and t.kind == "quality":
             out.append(f'<p class="differs">{e(_differs_line(t))}</p>')
@@ -145,7 +147,7 @@ def to_html_fragment(tables: list[Table], problems: list[str], heading_level: in
             cls = "floor" if r.is_floor else ("unranked" if t.ranked and r.rank is None else "ranked")
             out.append(f'<tr class="{cls}">' + "".join(f"<td>{e(c)}</td>" for c in _row_cells(t, r)) + "</tr>")
         out.append("</tbody></table>")
-        if t.kind == "quality":
+        if t.kind in TOP_KINDS:
             out.append(f'<p class="protocol">Protocol: {e(_protocol_line(t))}</p>')
         out += [f'<p class="note">{e(n)}</p>' for n in t.notes]
     if problems:

@@ -40,8 +40,14 @@ MIXING_RANK = "ess_per_1k_nfe"
 FISHER = "fisher_divergence"
 FLOOR_LABEL = "real vs real (floor)"
 MAX_HEADER_DIFF = 30  # longer protocol differences of a split column go to a legend under the table
-KINDS = ("quality", "cost", "mixing", "training")
-KIND_TITLES = {"cost": "sampler cost", "mixing": "mixing", "training": "training"}
+KINDS = ("quality", "cost", "mixing", "training", "samplers")
+KIND_TITLES = {"cost": "sampler cost", "mixing": "mixing", "training": "training",
+               "samplers": "samplers with exact scores"}
+ORACLE_TRACK = "sampler-oracle"  # record["track"] of the sampler track (harness.config.ORACLE_TRACK)
+SAMPLER_RANK = "bias_evals"
+# the samplers table's columns after its ranking column, in order
+SAMPLER_COLUMNS = ("bias_gflops", "bias_evals_every_step", "ess_per_1k_nfe", "rhat", "nested_rhat",
+                   "mode_weight_error", "mmd")
 LABELS = {
     "mmd": "MMD²", "energy_distance": "energy distance", "sliced_wasserstein": "sliced W₂",
     "mode_coverage": "mode coverage", "mode_weight_error": "mode weight error (TV)", "nll": "NLL (nats)",
@@ -52,6 +58,8 @@ LABELS = {
     "iat": "IACT (steps)", "ess_per_1k_nfe": "ESS / 1k NFE", "ess_per_second": "ESS / s", "ess_bulk": "ESS bulk",
     "ess_tail": "ESS tail", "rhat": "R̂", "nested_rhat": "nested R̂", "mode_hops_per_1k_steps": "mode hops / 1k steps",
     FISHER: "Fisher divergence",
+    "bias_evals": "evals to 1% bias", "bias_gflops": "GFLOPs to 1% bias",
+    "bias_evals_every_step": "evals to 1% bias (readout every step)",
 }
 # (column header, runs-frame field, exact count) per cost and training column
 COST_COLUMNS = (("NFE / sample", "nfe", True), ("grad evals / sample", "grad_evals_per_sample", True),
@@ -144,12 +152,15 @@ class Table:
 
     @property
     def ranked(self) -> bool:
-        return self.kind in ("quality", "mixing") and self.metric is not None
+        return self.kind in ("quality", "mixing", "samplers") and self.metric is not None
 
     @property
     def title(self) -> str:
         arrow = {True: "higher is better", False: "lower is better"}.get(self.higher_is_better, "")
-        if self.kind == "quality":
+        if self.kind == "samplers":
+            head = f"{self.dataset}: {KIND_TITLES[self.kind]}" + (f" (ranked by {self.metric_label}, {arrow})"
+                                                                 if self.metric else "")
+        elif self.kind == "quality":
             head = (f"{self.dataset}: {self.metric}" + (f" ({arrow})" if arrow else "") if self.metric
                     else f"{self.dataset}: run status (no metric values)")
         else:
@@ -301,6 +312,52 @@ def build_tables(results, metric: str | None = None, dataset: str | None = None)
 
 
 def dataset_tables(ds: str, runs: pd.DataFrame, values: pd.DataFrame, metric: str | None) -> list[Table]:
+    """The data set's tables: its trained runs' groups, then the sampler track's table (runs on exact scores)."""
+    oracle = runs["track"] == ORACLE_TRACK
+    tables = trained_tables(ds, runs[~oracle], values[~values["run_id"].isin(set(runs.loc[oracle, "run_id"]))],
+                            metric) if (~oracle).any() else []
+    if oracle.any():
+        tables.append(samplers_table(ds, runs[oracle], values[values["run_id"].isin(set(runs.loc[oracle, "run_id"]))]))
+    return tables
+
+
+def samplers_table(ds: str, runs: pd.DataFrame, values: pd.DataFrame) -> Table:
+    """The sampler track (records with track "sampler-oracle": each method's sampler on exact scores, no training):
+    ranked by network evaluations until the squared bias of E[x] and E[x²] stays below 1% (a run that never got there
+    is a lower bound "> N", unranked), with GFLOPs, the every-step readout where it differs, ESS per 1k NFE, R̂,
+    nested R̂, mode weight error and MMD² beside it."""
+    labels = variant_labels(runs)
+    vals = values[values["status"].isin(["ok", "diverged", "failed"])]
+    rk = vals[vals["metric"] == SAMPLER_RANK]
+    have = set(zip(rk["method"], rk["variant"], strict=True))
+    rows = _base_rows(runs, labels, lambda m, v: (m, v) in have)
+    for r in rows:
+        r.value = cell_of(rk[(rk["method"] == r.method) & (rk["variant"] == r.variant)])
+        if r.note == "n/a":
+            r.note = "n/a (no stationary chain)"
+    hib = _direction(rk["higher_is_better"]) if len(rk) else False
+    _rank(rows, hib)
+    shown = vals[vals["metric"].isin(SAMPLER_COLUMNS)]
+    columns, legend = _columns(shown)
+    order = {m: i for i, m in enumerate(SAMPLER_COLUMNS)}
+    columns.sort(key=lambda c: order[c[1]])
+    _fill(rows, shown, columns)
+    notes = [*legend]
+    bounded = [r.label for r in rows if r.value.bound]
+    if bounded:
+        notes.append(f"not ranked: {', '.join(bounded)}: the squared bias was still above 1% when the chains stopped "
+                     "(\"> N\": the evaluations spent); raise [metrics.bias] steps")
+    protos = [p for p in rk["protocol"]] if len(rk) else []
+    proto = {k: v for k, v in (protos[0] if protos else {}).items() if k in ("tolerance", "n_chains", "steps",
+                                                                            "burn_in", "budget")}
+    notes.append("no training: each method's own sampler, initialisation and default step sizes on its model of the "
+                 "exact target (Method.oracle); annealed samplers (no stationary chain) are measured by their sample "
+                 "quality at their default NFE (MMD²)")
+    return Table(ds, SAMPLER_RANK if len(rk) else None, hib, proto, {}, [c for c, _, _ in columns], rows, notes,
+                 "samplers", metric_label(SAMPLER_RANK, rk) if len(rk) else "value")
+
+
+def trained_tables(ds: str, runs: pd.DataFrame, values: pd.DataFrame, metric: str | None) -> list[Table]:
     labels = variant_labels(runs)
     mixing_metric = metric if metric in MIXING_FAMILY else MIXING_RANK
     chosen = metric if metric is not None and metric not in MIXING_FAMILY else choose_metric(values)
