@@ -225,8 +225,8 @@ def compile_and_warm(model: torch.nn.Module, step) -> dict:
                 "compile_note": f"torch.compile refused the step, eager fallback (ratio ~ 1): "
                                 f"{type(exc).__name__}: {first}"}
     graphs = counters["stats"]["unique_graphs"] - before
-    note = "" if graphs else ("compiled nothing: the loss never calls the compiled module (it calls the model's "
-                              "methods, e.g. .score or .estimates, not its forward), so this is eager (ratio ~ 1)")
+    note = "" if graphs else ("no new graph compiled in this process: the networks' code was already compiled by an "
+                              "earlier case (dynamo reuses it for the same architecture), or the loss bypasses them")
     return {"compile_used": graphs > 0, "compile_seconds": time.perf_counter() - t0, "graphs_compiled": graphs,
             "compile_note": note}
 
