@@ -191,13 +191,17 @@ class UniversalOracleNet(OracleModule):
         return (self.tau * smoothed_score(self.target, ybar, self.tau)).reshape(z.shape).to(z.dtype)
 
 
-class MDAEOracleNet(OracleModule):
-    """MDAE slot: x̂_m = y_m + σ net(y/a)_m exact, i.e. net_m = (E[X | y] − y_m)/σ, stacked as channels."""
+class _MeasurementsOracle(OracleModule):
+    """An exact slot that sees all M measurements, stacked as channels and scaled by 1/a."""
 
     def __init__(self, target, sigma: float, m: int, in_scale: float):
         super().__init__(target)
         self.sigma, self.M, self.a = float(sigma), int(m), float(in_scale)
         self.tau = self.sigma / math.sqrt(self.M)
+
+
+class MDAEOracleNet(_MeasurementsOracle):
+    """MDAE slot: x̂_m = y_m + σ net(y/a)_m exact, i.e. net_m = (E[X | y] − y_m)/σ, stacked as channels."""
 
     def evaluate(self, z, c):
         y = (z.to(torch.float64) * self.a).reshape(z.shape[0], self.M, -1)
@@ -206,13 +210,8 @@ class MDAEOracleNet(OracleModule):
         return ((xhat[:, None] - y) / self.sigma).reshape(z.shape).to(z.dtype)
 
 
-class MEMOracleNet(OracleModule):
+class MEMOracleNet(_MeasurementsOracle):
     """MEM slot: f(y) = (a²/σ²) E(y/a) = −log p(y) exact, i.e. E(z) = −(σ²/a²) log p(a z); differentiable in z."""
-
-    def __init__(self, target, sigma: float, m: int, in_scale: float):
-        super().__init__(target)
-        self.sigma, self.M, self.a = float(sigma), int(m), float(in_scale)
-        self.tau = self.sigma / math.sqrt(self.M)
 
     def evaluate(self, z, c):
         y = (z.to(torch.float64) * self.a).reshape(z.shape[0], self.M, -1)

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_dsm import MIX, SPEC, Oracle
+from test_dsm import MIX, SPEC
 
 from harness.datasets import Dataset
 from harness.metrics import EvalContext
 from harness.metrics.toy import bandwidths_from, mmd2_unbiased
 from harness.runner import sample_in_batches
-from plugins.dsm import DSM, DSMConfig, ScoreNet
+from plugins.dsm import DSM, DSMConfig
 from plugins.metrics import compute_nfe_curve
 from plugins.sde import ScoreSDE, SDEConfig
 
@@ -45,7 +45,7 @@ def test_sampler_length_scaling():
 def test_oracle_langevin_curve_falls_to_the_floor():
     n = 500
     method = DSM(DSMConfig(sigma=SIGMA, steps=3000, step_size=0.005, denoise=False), SPEC)
-    model = ScoreNet(Oracle(SIGMA), SIGMA)
+    model = method.oracle(MIX)  # the exact σ-score of the mixture, in dsm's own parametrisation
     ds = Smoothed()
     samples, nfe = sample_in_batches(method, model, n, n, torch.Generator().manual_seed(0))
 
