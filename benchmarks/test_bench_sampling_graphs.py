@@ -15,12 +15,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_bench_training import CIFAR10, cifar10_setup  # benchmarks/ is on sys.path (pytest, rootdir mode)
+from test_bench_training import cifar10_method_and_model  # benchmarks/ is on sys.path (pytest, rootdir mode)
 
 from harness import accel
-from harness.backbones import BackboneFactory
-from harness.plugins import get_plugin_host
-from harness.runner import backbone_options
+from harness.metrics import throughput as T
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs: no CUDA device here")
 
@@ -29,19 +27,9 @@ STEPS = 20  # chain steps per round
 CASES = {"walk_jump-walk": "walk_jump", "dsm-langevin": "dsm", "ssm-langevin": "ssm"}
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _chain(method_name: str, device: torch.device):
-    host = get_plugin_host()
-    unet, tables, source = cifar10_setup()
-    cls = host.registries["methods"].get(method_name)
-    method = cls(cls.make_config(tables.get(method_name, {})), CIFAR10)
-    bcls, opts = backbone_options(host, "unet", {"unet": unet})
-    torch.manual_seed(0)  # benchmarks only: module init draws from the global RNG
-    model = method.build_model(BackboneFactory("unet", bcls, CIFAR10.shape, opts)).to(device).eval()
+    method, model, source = cifar10_method_and_model(method_name, device)
+    model.eval()
     return model, method.chain(model), source
 
 
@@ -50,7 +38,7 @@ def _run(chain, state, g: torch.Generator, seed: int):
     g.manual_seed(seed)
     for _ in range(STEPS):
         state = chain.step(state, g)
-    _sync(g.device)
+    T.synchronize(g.device)
     return state
 
 

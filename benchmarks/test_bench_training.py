@@ -52,11 +52,6 @@ def _host():
     return get_plugin_host()
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 # 1. the runner's loop against a bare loop ---------------------------------------------------------------------
 
 # (method, data set, rounds): the quick suite's jobs as configs/quick.toml runs them (small U-Net on the 8x8 digits,
@@ -173,8 +168,9 @@ def cifar10_setup() -> tuple[dict, dict, str]:
     return FALLBACK_UNET, {}, "stand-in (configs/cifar10.toml absent): " + str(FALLBACK_UNET)
 
 
-def _cifar_parts(method_name: str, device: torch.device, batch: int):
-    """Method (its cifar10 config table), model (seeded), optimiser, EMA copy, a fixed batch, a generator."""
+def cifar10_method_and_model(method_name: str, device: torch.device):
+    """The method with its configs/cifar10.toml table, its model on the suite's U-Net (seeded), and the source of
+    the U-Net options."""
     host = _host()
     unet, tables, source = cifar10_setup()
     cls = host.registries["methods"].get(method_name)
@@ -182,6 +178,12 @@ def _cifar_parts(method_name: str, device: torch.device, batch: int):
     bcls, opts = backbone_options(host, "unet", {"unet": unet})
     torch.manual_seed(0)  # benchmarks only: module init draws from the global RNG
     model = method.build_model(BackboneFactory("unet", bcls, CIFAR10.shape, opts)).to(device)
+    return method, model, source
+
+
+def _cifar_parts(method_name: str, device: torch.device, batch: int):
+    """Method (its cifar10 config table), model (seeded), optimiser, EMA copy, a fixed batch, a generator."""
+    method, model, source = cifar10_method_and_model(method_name, device)
     opt = torch.optim.AdamW(model.parameters(), lr=2e-4)
     ema = [p.detach().clone() for p in model.parameters()]
     g = torch.Generator(device).manual_seed(1)
@@ -204,7 +206,7 @@ def make_step(method, model, opt, ema, x, g, bf16: bool, steps: int, device: tor
             opt.step()
             with torch.no_grad():
                 torch._foreach_lerp_(ema, params, 1e-3)
-        _sync(device)
+        T.synchronize(device)
     return step
 
 
